@@ -1,0 +1,159 @@
+"""HTTP surface of the ingress: routes that map results and errors to HTTP, nothing else.
+
+Every exception becomes OpenAI's error shape here and only here; anything that is not an
+`EmbassyError` is logged with its request id and answered with a generic 500, never a
+trace or a path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from deployments.ingress.core import ChatService, request_id_from
+from deployments.ingress.protocol import parse_chat_request
+from embassy import metrics
+from embassy.errors import EmbassyError, InvalidRequest, PayloadTooLarge
+
+log = logging.getLogger("embassy.ingress")
+
+TIMEOUT_HEADER = "x-embassy-timeout-ms"
+
+
+def error_response(exc: BaseException, request_id: str) -> JSONResponse:
+    if not isinstance(exc, EmbassyError):
+        log.error("request %s failed", request_id, exc_info=exc)
+        exc = EmbassyError("The server had an error while processing your request.")
+    return JSONResponse(exc.body(), status_code=exc.status,
+                        headers={**exc.headers, "x-request-id": request_id})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing with 413 as soon as it passes `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    return bytes(body)
+
+
+def _timeout_override(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"Header '{TIMEOUT_HEADER}' must be a number of milliseconds.") from None
+    if not value > 0:
+        raise InvalidRequest(f"Header '{TIMEOUT_HEADER}' must be positive.")
+    return value
+
+
+def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]]) -> FastAPI:
+    app = FastAPI(title="Embassy", docs_url=None, redoc_url=None, openapi_url=None)
+    region = service.region
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "alive", "region": region}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        nodes = readiness()
+        ok = bool(nodes) and all(nodes.values())
+        return JSONResponse({"ready": ok, "region": region, "nodes": nodes}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> JSONResponse:
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            tenant = service.keys.authenticate(request.headers.get("authorization"))
+        except EmbassyError as exc:
+            return error_response(exc, request_id)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "embassy"}
+                for m in sorted(service.context_lengths) if m in tenant.models]
+        return JSONResponse({"object": "list", "data": data}, headers={"x-request-id": request_id})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        started = time.perf_counter()
+        model, tenant, status = "unknown", None, 500
+        admitted = handed_off = False  # handed_off: the stream frees its own slot
+        try:
+            raw = await read_body(request, service.settings.requests.max_body_bytes)
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidRequest("The request body is not valid JSON.") from None
+            if isinstance(data, dict) and isinstance(data.get("model"), str):
+                model = data["model"] if data["model"] in service.context_lengths else "unknown"
+            tenant = service.authorize(request.headers.get("authorization"),
+                                       data.get("model") if isinstance(data, dict) else None)
+            body = parse_chat_request(data)
+            timeout_ms = _timeout_override(request)
+            service.admit()
+            admitted = True
+            headers = {"x-request-id": request_id}
+            if body.stream:
+                events = await service.stream(tenant, body, request_id, timeout_ms)
+                status, handed_off = 200, True
+                return StreamingResponse(_release_after(events, service, _finish(
+                    service, model, tenant, started)), media_type="text/event-stream",
+                    headers={**headers, "cache-control": "no-cache"})
+            result = await service.complete(tenant, body, request_id, timeout_ms)
+            status = 200
+            return JSONResponse(result, headers=headers)
+        except BaseException as exc:
+            status = exc.status if isinstance(exc, EmbassyError) else 500
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            if not isinstance(exc, Exception):  # cancelled: the client went away
+                status = 499
+                raise
+            return error_response(exc, request_id)
+        finally:
+            if not handed_off:
+                if admitted:
+                    service.release()
+                _finish(service, model, tenant, started)(status)
+
+    return app
+
+
+def _finish(service: ChatService, model: str, tenant, started: float) -> Callable[[int], None]:
+    def record(status: int) -> None:
+        metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
+        metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
+    return record
+
+
+async def _release_after(events: AsyncIterator[bytes], service: ChatService,
+                         record: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """Stream the events; free the admission slot and count the request when it ends."""
+    status = 200
+    try:
+        async for event in events:
+            yield event
+    except BaseException:
+        status = 499  # client went away mid-stream
+        raise
+    finally:
+        await events.aclose()
+        service.release()
+        record(status)

@@ -1,0 +1,317 @@
+"""Ingress core: authentication, admission, the walk through the graph, OpenAI responses.
+
+Plain Python; `deployment.py` gives it Ray handles as `GraphNodes`, unit tests give it
+deterministic fakes. The ingress orchestrates the graph (guardrail, then cache, then
+retriever, then the LLM) instead of chaining node to node, so that streamed tokens cross
+one Ray hop (LLM -> ingress) rather than one per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any, AsyncIterator
+
+from deployments.ingress.protocol import ChatCompletionRequest
+from embassy import metrics
+from embassy.errors import EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
+    RequestTimeout, ServiceUnavailable
+from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
+    Passage, RequestContext, SamplingOptions, StageTimings
+from embassy.settings import EmbassySettings
+from embassy.tenants import KeyStore, Tenant
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+GRAPH_NODES = ("guardrail", "cache", "retriever", "llm")
+
+
+class GraphNodes(ABC):
+    """What the ingress needs from the rest of the graph."""
+
+    @abstractmethod
+    async def check_input(self, request: GenerationRequest) -> GuardVerdict: ...
+
+    @abstractmethod
+    async def lookup(self, request: GenerationRequest) -> CacheLookup: ...
+
+    @abstractmethod
+    async def retrieve(self, request: GenerationRequest) -> list[Passage]: ...
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Deltas from the model. Closing the iterator must abort the generation."""
+
+    @abstractmethod
+    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict: ...
+
+    @abstractmethod
+    def readiness(self) -> dict[str, bool]:
+        """Node name -> has a running replica (as last observed)."""
+
+
+def request_id_from(header: str | None) -> str:
+    """Keep a well-formed client id (so callers can correlate); otherwise mint one."""
+    if header and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+@dataclass
+class _Prepared:
+    ctx: RequestContext
+    body: ChatCompletionRequest
+    request: GenerationRequest
+    timings: StageTimings
+    started: float
+    guard_input: GuardVerdict
+    cache: CacheLookup
+    passages: list[Passage]
+
+
+class ChatService:
+    def __init__(self, settings: EmbassySettings, keys: KeyStore, nodes: GraphNodes,
+                 context_lengths: dict[str, int]) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.nodes = nodes
+        self.context_lengths = context_lengths
+        self.region = settings.region
+        self._inflight = 0
+
+    # -- admission ---------------------------------------------------------------------
+
+    def authorize(self, authorization: str | None, model: str) -> Tenant:
+        tenant = self.keys.authenticate(authorization)
+        if model not in self.context_lengths:
+            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
+        if model not in tenant.models:
+            raise PermissionDenied(f"Your key may not use the model '{model}'.", param="model")
+        return tenant
+
+    def tenant_label(self, tenant: Tenant | None) -> str:
+        return tenant.id if tenant and tenant.id in self.keys.tenants else "unknown"
+
+    def admit(self) -> None:
+        if self._inflight >= self.settings.requests.max_inflight:
+            raise Overloaded("The server is at capacity. Please retry shortly.",
+                             retry_after_s=self.settings.requests.retry_after_s)
+        if not all(self.nodes.readiness().values()):
+            down = sorted(n for n, ok in self.nodes.readiness().items() if not ok)
+            raise ServiceUnavailable(f"Service temporarily unavailable ({', '.join(down)} not ready). "
+                                     "Please retry.", headers={"retry-after": "5"})
+        self._inflight += 1
+        metrics.INFLIGHT.labels(self.region).inc()
+
+    def release(self) -> None:
+        self._inflight -= 1
+        metrics.INFLIGHT.labels(self.region).dec()
+
+    # -- the graph walk ----------------------------------------------------------------
+
+    def _generation_request(self, ctx: RequestContext, body: ChatCompletionRequest) -> GenerationRequest:
+        limit = body.completion_limit
+        context = self.context_lengths[body.model]
+        if limit is not None and limit > context:
+            raise InvalidRequest(f"max_tokens is too large: {limit}. This model's maximum context "
+                                 f"length is {context} tokens.", param="max_tokens")
+        return GenerationRequest(
+            ctx=ctx, model=body.model,
+            messages=tuple(Message(m.role, m.text()) for m in body.messages),
+            sampling=SamplingOptions(max_tokens=limit, temperature=body.temperature, top_p=body.top_p,
+                                     stop=body.stop_sequences, seed=body.seed))
+
+    async def _timed(self, timings: StageTimings, stage: str, awaitable):
+        t0 = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            seconds = time.perf_counter() - t0
+            timings.add(stage, seconds * 1000)
+            metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
+
+    async def _prepare(self, ctx: RequestContext, body: ChatCompletionRequest, started: float) -> _Prepared:
+        timings = StageTimings()
+        request = self._generation_request(ctx, body)
+        verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
+        if not verdict.allowed:
+            raise InvalidRequest("The prompt was refused by the content filter.",
+                                 code="content_filter", param="messages")
+        request = verdict.request or request
+        cache = await self._timed(timings, "cache", self.nodes.lookup(request))
+        passages: list[Passage] = []
+        if cache.status != "hit":
+            passages = await self._timed(timings, "retriever", self.nodes.retrieve(request))
+            request = replace(request, passages=tuple(passages))
+        return _Prepared(ctx, body, request, timings, started, verdict, cache, passages)
+
+    def _embassy_field(self, p: _Prepared, output: GuardVerdict | None) -> dict[str, Any]:
+        p.timings.add("total", (time.perf_counter() - p.started) * 1000)
+        return {
+            "region": self.region,
+            "request_id": p.ctx.request_id,
+            "timings_ms": p.timings.values,
+            "cache": {"status": p.cache.status, "reason": p.cache.reason},
+            "citations": [{"document_id": c.document_id, "chunk_id": c.chunk_id, "source": c.source,
+                           "score": c.score, "snippet": c.text[:200]} for c in p.passages],
+            "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category},
+                          "output": ({"action": output.action, "category": output.category}
+                                     if output else None)},
+        }
+
+    def _deadline(self, started: float, override_ms: float | None) -> float:
+        timeout = self.settings.requests.timeout_s
+        if override_ms is not None:  # a caller may shorten its deadline, never extend it
+            timeout = min(timeout, override_ms / 1000)
+        return started + timeout
+
+    async def _with_deadline(self, awaitable, deadline: float):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise RequestTimeout("The request timed out.")
+        try:
+            return await asyncio.wait_for(awaitable, remaining)
+        except asyncio.TimeoutError:
+            raise RequestTimeout("The request timed out.") from None
+
+    def _observe_usage(self, tenant: Tenant, model: str, prompt: int, completion: int) -> None:
+        label = self.tenant_label(tenant)
+        metrics.TOKENS.labels(self.region, model, label, "prompt").inc(prompt)
+        metrics.TOKENS.labels(self.region, model, label, "completion").inc(completion)
+
+    # -- entry points ------------------------------------------------------------------
+
+    async def complete(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
+                       timeout_ms: float | None = None) -> dict[str, Any]:
+        """A non-streaming chat completion, as OpenAI's response body."""
+        started = time.perf_counter()
+        deadline = self._deadline(started, timeout_ms)
+        ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
+        p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
+        prompt_tokens = completion_tokens = 0
+        if p.cache.status == "hit":
+            text, finish = p.cache.text or "", "stop"
+        else:
+            parts: list[str] = []
+            finish = None
+            stream = self.nodes.generate(p.request)
+            t0 = time.perf_counter()
+            try:
+                while True:
+                    try:
+                        delta = await self._with_deadline(anext(stream), deadline)
+                    except StopAsyncIteration:
+                        break
+                    if not parts:
+                        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(
+                            time.perf_counter() - started)
+                    parts.append(delta.text)
+                    prompt_tokens = delta.prompt_tokens
+                    completion_tokens += delta.completion_tokens
+                    finish = delta.finish_reason or finish
+            finally:
+                await stream.aclose()
+                p.timings.add("llm", (time.perf_counter() - t0) * 1000)
+                metrics.STAGE_LATENCY.labels(self.region, "llm").observe(time.perf_counter() - t0)
+            text = "".join(parts)
+        output = await self._timed(p.timings, "guardrail_output", self.nodes.check_output(ctx, text))
+        if not output.allowed:
+            finish = "content_filter"
+        self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
+        return {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": output.text},
+                         "logprobs": None, "finish_reason": finish or "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "embassy": self._embassy_field(p, output),
+        }
+
+    async def stream(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
+                     timeout_ms: float | None = None) -> AsyncIterator[bytes]:
+        """A streaming chat completion as SSE lines.
+
+        Everything that can fail with a status (validation, guardrail, the context-length
+        check, the deadline) is raised before the first byte, so the caller still gets a
+        proper status; the returned iterator only fails by sending an error event.
+        """
+        started = time.perf_counter()
+        deadline = self._deadline(started, timeout_ms)
+        ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
+        p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
+        if p.cache.status == "hit":
+            gen = _single(GenerationDelta(p.cache.text or "", 0, 0, "stop"))
+        else:
+            gen = self.nodes.generate(p.request)
+        t0 = time.perf_counter()
+        try:
+            first = await self._with_deadline(anext(gen), deadline)
+        except BaseException:
+            await gen.aclose()
+            raise
+        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
+        return self._sse(tenant, p, gen, first, deadline, t0)
+
+    async def _sse(self, tenant: Tenant, p: _Prepared, gen: AsyncIterator[GenerationDelta],
+                   first: GenerationDelta | None, deadline: float, t0: float) -> AsyncIterator[bytes]:
+        body = p.body
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        base = {"id": f"chatcmpl-{p.ctx.request_id}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.model}
+        if include_usage:
+            base["usage"] = None
+
+        def chunk(delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+            payload = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                            "finish_reason": finish}], **extra}
+            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+        parts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        finish = None
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            delta = first
+            while delta is not None:
+                prompt_tokens = delta.prompt_tokens or prompt_tokens
+                completion_tokens += delta.completion_tokens
+                finish = delta.finish_reason or finish
+                if delta.text:
+                    parts.append(delta.text)
+                    yield chunk({"content": delta.text})
+                try:
+                    delta = await self._with_deadline(anext(gen), deadline)
+                except StopAsyncIteration:
+                    delta = None
+        except EmbassyError as exc:
+            # Headers are gone: report in-band, as OpenAI does, then end the stream.
+            yield b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+            return
+        finally:
+            await gen.aclose()
+            p.timings.add("llm", (time.perf_counter() - t0) * 1000)
+            metrics.STAGE_LATENCY.labels(self.region, "llm").observe(time.perf_counter() - t0)
+        output = await self._timed(p.timings, "guardrail_output",
+                                   self.nodes.check_output(p.ctx, "".join(parts)))
+        if not output.allowed:
+            finish = "content_filter"
+        self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
+        yield chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
+        if include_usage:
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt_tokens + completion_tokens}
+            yield b"data: " + json.dumps({**base, "choices": [], "usage": usage},
+                                         separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+
+async def _single(delta: GenerationDelta) -> AsyncIterator[GenerationDelta]:
+    yield delta

@@ -1,0 +1,121 @@
+"""Ray Serve shim over the ingress: gives the core Ray handles and serves its FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+from ray import serve
+
+from deployments.ingress.app import create_app
+from deployments.ingress.core import ChatService, GraphNodes
+from embassy import metrics
+from embassy.errors import EmbassyError, Overloaded, ServiceUnavailable
+from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Passage, \
+    RequestContext
+from embassy.settings import EmbassySettings
+from embassy.tenants import KeyStore
+from models.registry import load_registry
+
+log = logging.getLogger("embassy.ingress")
+
+
+def translate_ray_error(exc: BaseException) -> BaseException:
+    """Turn Ray's wrappers into the graph's own errors; leave anything else as it is."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, EmbassyError):
+        return exc.cause
+    if isinstance(exc, EmbassyError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return Overloaded("The model's queue is full. Please retry shortly.")
+    if isinstance(exc, (RayActorError, ActorDiedError, ActorUnavailableError)):
+        return ServiceUnavailable("A model replica failed. Please retry.", headers={"retry-after": "5"})
+    return exc
+
+
+class RayGraphNodes(GraphNodes):
+    """The graph's nodes behind Ray Serve handles, plus a poller of their replica counts."""
+
+    def __init__(self, guardrail, cache, retriever, llms: dict, *, region: str, poll_s: float) -> None:
+        self.guardrail, self.cache, self.retriever, self.llms = guardrail, cache, retriever, llms
+        self.region = region
+        self.poll_s = poll_s
+        self._deployments = {"guardrail": guardrail.deployment_name, "cache": cache.deployment_name,
+                             "retriever": retriever.deployment_name,
+                             **{f"llm:{m}": h.deployment_name for m, h in llms.items()}}
+        self._ready = {name: False for name in self._deployments}
+        self._task: asyncio.Task | None = None
+
+    async def _call(self, method, *args):
+        try:
+            return await method.remote(*args)
+        except Exception as exc:
+            raise translate_ray_error(exc) from None
+
+    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
+        return await self._call(self.guardrail.check_input, request)
+
+    async def lookup(self, request: GenerationRequest) -> CacheLookup:
+        return await self._call(self.cache.lookup, request)
+
+    async def retrieve(self, request: GenerationRequest) -> list[Passage]:
+        return await self._call(self.retriever.retrieve, request)
+
+    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
+        return await self._call(self.guardrail.check_output, ctx, text)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        response = self.llms[request.model].options(stream=True).generate.remote(request)
+        done = False
+        try:
+            async for delta in response:
+                yield delta
+            done = True
+        except Exception as exc:
+            raise translate_ray_error(exc) from None
+        finally:
+            if not done:  # client gone, deadline, error: abort the engine request too
+                response.cancel()
+
+    # -- readiness ---------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, bool]:
+        return dict(self._ready)
+
+    def start_polling(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        app_name = serve.get_replica_context().app_name
+        while True:
+            try:
+                # serve.status() blocks on the controller: keep it off the event loop.
+                status = await asyncio.to_thread(serve.status)
+                deployments = status.applications[app_name].deployments
+                for node, name in self._deployments.items():
+                    info = deployments.get(name)
+                    running = info.replica_states.get("RUNNING", 0) if info else 0
+                    self._ready[node] = running > 0
+                    metrics.NODE_READY.labels(self.region, node).set(1 if running else 0)
+            except Exception:
+                log.warning("replica status poll failed", exc_info=True)
+            await asyncio.sleep(self.poll_s)
+
+
+@serve.ingress()
+class IngressDeployment:
+    async def __init__(self, settings: dict, guardrail, cache, retriever, llms: dict) -> None:
+        cfg = EmbassySettings.model_validate(settings)
+        registry = load_registry()
+        self.nodes = RayGraphNodes(guardrail, cache, retriever, llms, region=cfg.region,
+                                   poll_s=cfg.requests.health_poll_s)
+        self.service = ChatService(cfg, KeyStore.from_settings(cfg), self.nodes,
+                                   {m: registry[m].context_length for m in cfg.models})
+        self.nodes.start_polling()
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.service, self.nodes.readiness)

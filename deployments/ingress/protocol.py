@@ -1,0 +1,112 @@
+"""OpenAI chat-completions request model (the subset Embassy serves), free of heavy imports.
+
+Fields follow the OpenAI spec's order. Deviations: `n` must be 1; tools, function calls
+and logprobs are refused with 400 rather than silently ignored; content parts may only be
+text. Unknown fields are ignored, as OpenAI's SDKs add new ones over time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from embassy.errors import InvalidRequest
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "audio",
+                "prediction")
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=128)
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Literal[1] | None = None
+    presence_penalty: float | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> "ChatCompletionRequest":
+        extra = self.model_extra or {}
+        for name in _UNSUPPORTED:
+            if extra.get(name) not in (None, [], {}):
+                raise ValueError(f"'{name}' is not supported by this deployment")
+        if self.logprobs:
+            raise ValueError("'logprobs' is not supported by this deployment")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+        return self
+
+    @property
+    def completion_limit(self) -> int | None:
+        """`max_completion_tokens` wins over the deprecated `max_tokens`, as in OpenAI's API."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+def parse_chat_request(data: object) -> ChatCompletionRequest:
+    """Validate a decoded JSON body.
+
+    Raises:
+        InvalidRequest: naming the first offending field in `param`.
+    """
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+        # Pydantic's union branches ("str", "list[TextPart]") are noise to the caller.
+        loc = [p for p in loc if p not in ("str", "list[TextPart]", "int", "constrained-int")]
+        param = ".".join(loc) or None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg,
+                             param=param) from None

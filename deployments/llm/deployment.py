@@ -1,0 +1,42 @@
+"""Ray Serve shim over the vLLM engine core. `graphs/` turns it into one deployment per model.
+
+Tokens stream to the caller as vLLM makes them: `generate` is a streaming method, called
+through a handle with `stream=True`. Cancelling the caller's request (client gone,
+deadline) cancels this generator, which aborts the request inside the engine.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from deployments.llm.core import VLLMEngine
+from embassy.graph_types import GenerationDelta, GenerationRequest
+from embassy.settings import EmbassySettings
+from models.prepare import prepare_model
+from models.registry import load_registry
+
+
+class LLMDeployment:
+    async def __init__(self, settings: dict, model_id: str) -> None:
+        cfg = EmbassySettings.model_validate(settings)
+        manifest = load_registry()[model_id]
+        # Verifies the prepared folder's checksums (and rebuilds it if a host lacks it).
+        prepared = prepare_model(manifest, cfg.resolve(cfg.model_store))
+        self.engine = VLLMEngine(manifest, prepared.path,
+                                 default_max_tokens=cfg.requests.max_completion_tokens_default)
+        await self.engine.start()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        async for delta in self.engine.generate(request):
+            yield delta
+
+    async def ready(self) -> bool:
+        await self.engine.check_health()
+        return True
+
+    async def check_health(self) -> None:
+        """Serve's health probe: a dead engine fails it and the replica is replaced."""
+        await self.engine.check_health()
+
+    async def __del__(self) -> None:
+        await self.engine.shutdown()

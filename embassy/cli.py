@@ -1,0 +1,186 @@
+"""The `embassy` command. Heavy modules are imported inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from embassy.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "cluster_configs" / "local.yaml"
+
+app = typer.Typer(help="Embassy: regional LLM serving over an OpenAI-compatible API.",
+                  no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="The model registry and the local model store.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored only as hashes).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Region settings YAML.")
+RegionOpt = typer.Option(None, "--region", "-r", help="Region to run; must match the config's region.")
+
+
+def _settings(config: Path, region: str | None = None):
+    from embassy.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    if region is not None and region != settings.region:
+        err.print(f"[red]{config}: region: is {settings.region!r}, not {region!r}[/red]")
+        raise typer.Exit(2)
+    return settings
+
+
+def _prepare_models(settings) -> None:
+    from models.prepare import PreparationError, prepare_model
+    from models.registry import load_registry
+
+    registry = load_registry()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        for model_id in settings.models:
+            task = bar.add_task(f"{model_id}: verifying", total=1.0)
+
+            def step(desc: str, frac: float, task=task, model_id=model_id) -> None:
+                bar.update(task, description=f"{model_id}: {desc}", completed=frac)
+
+            try:
+                result = prepare_model(registry[model_id], settings.resolve(settings.model_store), step)
+            except PreparationError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1)
+            bar.update(task, description=f"{model_id}: {'prepared' if result.rebuilt else 'up to date'}"
+                       f" at {result.path}", completed=1.0)
+
+
+@app.command()
+def serve(region: str = RegionOpt, config: Path = ConfigOpt,
+          foreground: bool = typer.Option(False, help="Stay attached; Ctrl-C stops the stack.")) -> None:
+    """Start a local Ray cluster and the region's app; wait until ready and print the URL."""
+    from embassy import stack
+    from embassy.tenants import create_key, tenant_has_key
+
+    settings = _settings(config, region)
+    _prepare_models(settings)
+    with console.status("starting") as status:
+        try:
+            state = stack.start_stack(settings, config, progress=lambda msg: status.update(msg))
+        except RuntimeError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1)
+    console.print(f"[green]Embassy region {settings.region} is ready at {state.url}[/green]")
+    if settings.dev_tenant and settings.dev_tenant in settings.tenants and \
+            not tenant_has_key(settings.keys_path, settings.dev_tenant):
+        key = create_key(settings.keys_path, settings.dev_tenant)
+        console.print(f"Created a development key for tenant '{settings.dev_tenant}' (shown once):\n  {key}")
+        console.print(f"Try it:\n  curl {state.url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+                      f"-H 'Content-Type: application/json' -d '{{\"model\": \"{settings.models[0]}\", "
+                      "\"messages\": [{\"role\": \"user\", \"content\": \"What is an HS code?\"}]}'")
+    else:
+        console.print("Use a key from `embassy keys create --tenant <tenant>`.")
+    if not foreground:
+        console.print("Stop it with `embassy stop`.")
+        return
+    try:
+        import time
+
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stack.stop_stack(settings)
+        console.print("stopped")
+
+
+@app.command()
+def status(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show whether the stack runs and which graph nodes are ready."""
+    from embassy import stack
+
+    settings = _settings(config)
+    state = stack.read_state(settings)
+    if state is None:
+        console.print("not running")
+        raise typer.Exit(1)
+    try:
+        code, body = stack.http_get(f"{state.url}/readyz")
+        nodes = json.loads(body).get("nodes", {})
+    except (OSError, ValueError):
+        code, nodes = 0, {}
+    report = {"region": state.region, "url": state.url, "ready": code == 200, "nodes": nodes}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        console.print(f"region {state.region} at {state.url}: {'ready' if code == 200 else 'NOT ready'}")
+        for node, ok in nodes.items():
+            console.print(f"  {node}: {'ready' if ok else 'not ready'}")
+    raise typer.Exit(0 if code == 200 else 1)
+
+
+@app.command()
+def stop(config: Path = ConfigOpt) -> None:
+    """Stop the stack started by `embassy serve` with this config."""
+    from embassy import stack
+
+    settings = _settings(config)
+    if stack.stop_stack(settings):
+        console.print("stopped")
+    else:
+        console.print("not running")
+
+
+@models_app.command("list")
+def models_list(config: Path = ConfigOpt) -> None:
+    """List registry manifests and whether each is prepared in the local store."""
+    from rich.table import Table
+
+    from models.prepare import verify_store
+    from models.registry import load_registry
+
+    settings = _settings(config)
+    table = Table("id", "version", "context", "sha256", "served here", "prepared")
+    for manifest in load_registry().values():
+        folder = settings.resolve(settings.model_store) / manifest.store_name
+        table.add_row(manifest.id, manifest.version, str(manifest.context_length), manifest.sha256[:12],
+                      "yes" if manifest.id in settings.models else "no",
+                      "yes" if verify_store(folder, manifest) else "no")
+    console.print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(config: Path = ConfigOpt) -> None:
+    """Convert and verify every model this region serves (skipped when checksums match)."""
+    _prepare_models(_settings(config))
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(..., "--tenant", "-t"), config: Path = ConfigOpt) -> None:
+    """Create an API key for a configured tenant and print it once; only its hash is stored."""
+    from embassy.tenants import create_key
+
+    settings = _settings(config)
+    if tenant not in settings.tenants:
+        err.print(f"[red]{config}: tenants: no tenant {tenant!r} (known: {sorted(settings.tenants)})[/red]")
+        raise typer.Exit(2)
+    print(create_key(settings.keys_path, tenant))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""One error hierarchy for the whole graph.
+
+Nodes raise these; only the ingress turns them into OpenAI-shaped HTTP responses
+(`{"error": {"message", "type", "param", "code"}}`). Messages are written for the
+caller: they never carry stack traces, internal paths or another tenant's data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EmbassyError(Exception):
+    """Base class. Subclasses fix the HTTP status, the OpenAI error type and a default code."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    # Ray re-raises a replica's exception in the caller by pickling it; keep every field.
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.param, self.code, self.headers))
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+def _rebuild(cls, message, param, code, headers):
+    return cls(message, param=param, code=code, headers=headers)
+
+
+class InvalidRequest(EmbassyError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(EmbassyError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class PermissionDenied(EmbassyError):
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
+class NotFound(EmbassyError):
+    status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class PayloadTooLarge(EmbassyError):
+    status, type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class Overloaded(EmbassyError):
+    """The graph's bounded queues are full; the caller should retry after `retry-after` seconds."""
+
+    status, type, code = 429, "rate_limit_error", "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kw: Any) -> None:
+        kw.setdefault("headers", {"retry-after": str(retry_after_s)})
+        super().__init__(message, **kw)
+
+
+class ServiceUnavailable(EmbassyError):
+    status, type, code = 503, "server_error", "service_unavailable"
+
+
+class RequestTimeout(EmbassyError):
+    status, type, code = 504, "server_error", "timeout"
+
+
+class ConfigError(Exception):
+    """A settings or manifest file is invalid. The message names the file and the field."""

@@ -1,0 +1,96 @@
+"""Values that travel between the nodes of the graph.
+
+Plain dataclasses, not pydantic models: every hop pickles them, and on 2 cores that cost
+is paid per request and per streamed chunk. The ingress validates the HTTP body into
+these once; nodes trust them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asks, where, and under which id. Every node receives it (cache, retriever and
+    audit key on `tenant` and `region`)."""
+
+    request_id: str
+    tenant: str
+    region: str
+    jurisdiction: str
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    ctx: RequestContext
+    model: str
+    messages: tuple[Message, ...]
+    sampling: SamplingOptions = SamplingOptions()
+    passages: tuple["Passage", ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """A piece of a generation. `prompt_tokens` is set on every delta (cheap, and the first
+    one a client sees may be the last); `completion_tokens` counts the tokens in this delta."""
+
+    text: str
+    completion_tokens: int
+    prompt_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """Outcome of a guardrail check. `request` is what continues down the graph."""
+
+    allowed: bool
+    action: Literal["pass", "redact", "refuse"] = "pass"
+    category: str | None = None
+    request: GenerationRequest | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    status: Literal["hit", "miss", "bypass"]
+    text: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Passage:
+    document_id: str
+    chunk_id: str
+    source: str
+    score: float
+    text: str
+
+
+@dataclass
+class StageTimings:
+    """Milliseconds per stage, measured by the ingress around each hop."""
+
+    values: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, ms: float) -> None:
+        self.values[stage] = round(self.values.get(stage, 0.0) + ms, 3)

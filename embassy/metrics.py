@@ -1,0 +1,53 @@
+"""Prometheus metrics shared by every node (prometheus-client).
+
+Each replica is its own process. `embassy serve` sets PROMETHEUS_MULTIPROC_DIR for the
+whole Ray cluster, so every replica on a host writes to one folder and the ingress's
+`/metrics` sums them (prometheus-client's multiprocess mode). Without that variable (unit
+tests) the process-local default registry is used.
+
+Label values are bounded: tenants not in the config fold into "unknown", statuses are
+HTTP codes, stages and nodes are fixed names.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, \
+    generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("embassy_requests_total", "Chat requests by final HTTP status.",
+                   ["region", "model", "tenant", "status"])
+STAGE_LATENCY = Histogram("embassy_stage_latency_seconds",
+                          "Time spent in each graph stage, hop included.",
+                          ["region", "stage"], buckets=LATENCY_BUCKETS)
+REQUEST_LATENCY = Histogram("embassy_request_latency_seconds", "End-to-end request latency.",
+                            ["region", "model"], buckets=LATENCY_BUCKETS)
+TIME_TO_FIRST_TOKEN = Histogram("embassy_time_to_first_token_seconds",
+                                "From request arrival to the first generated text.",
+                                ["region", "model"], buckets=LATENCY_BUCKETS)
+TOKENS = Counter("embassy_tokens_total", "Prompt and completion tokens.",
+                 ["region", "model", "tenant", "kind"])
+INFLIGHT = Gauge("embassy_inflight_requests", "Requests admitted by the ingress and not finished.",
+                 ["region"], multiprocess_mode="livesum")
+NODE_READY = Gauge("embassy_node_ready", "1 when the node has a running replica.",
+                   ["region", "node"], multiprocess_mode="livemax")
+LLM_RUNNING = Gauge("embassy_llm_engine_requests_running", "Requests inside the engine.",
+                    ["model"], multiprocess_mode="livesum")
+LLM_ABORTED = Counter("embassy_llm_engine_requests_aborted_total",
+                      "Engine requests aborted before they finished (client gone, timeout).",
+                      ["model"])
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus text exposition of every process on this host."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,186 @@
+"""The one typed settings model: a YAML file per region plus environment overrides.
+
+Load it once with `load_settings(path)` and pass it down; nothing else reads the
+environment. Overrides use `EMBASSY__` and `__` between levels, values parsed as YAML:
+
+    EMBASSY__REQUESTS__TIMEOUT_S=30 EMBASSY__GRAPH__LLM__MAX_REPLICAS=2
+
+Validation errors name the file (or variable) and the field, e.g.
+`cluster_configs/local.yaml: deployments.llm.max_replicas: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, \
+    ValidationError, model_validator
+
+from embassy.errors import ConfigError
+
+ENV_PREFIX = "EMBASSY__"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentSettings(_Strict):
+    """Ray Serve options of one graph node. `min_replicas == max_replicas` means a fixed count."""
+
+    min_replicas: Annotated[int, Field(ge=0)] = Field(1, description="Fewest replicas kept running.")
+    max_replicas: PositiveInt = Field(1, description="Most replicas the autoscaler may start.")
+    initial_replicas: Annotated[int, Field(ge=0)] | None = None
+    target_ongoing_requests: PositiveFloat = Field(
+        2.0, description="Autoscaler target of in-flight requests per replica.")
+    upscale_delay_s: NonNegativeFloat = 5.0
+    downscale_delay_s: NonNegativeFloat = 60.0
+    max_ongoing_requests: PositiveInt = Field(
+        64, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests waiting per caller before it gets 429 (-1: unbounded).")
+    num_cpus: PositiveFloat = Field(0.1, description="Logical CPUs reserved per replica.")
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> "DeploymentSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """The keyword arguments for `serve.deployment(...).options(...)`."""
+        opts: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus},
+        }
+        if self.min_replicas == self.max_replicas:
+            opts["num_replicas"] = self.max_replicas
+        else:
+            opts["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "initial_replicas": self.initial_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s,
+                "downscale_delay_s": self.downscale_delay_s,
+            }
+        return opts
+
+
+class GraphSettings(_Strict):
+    ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.2, max_ongoing_requests=256)
+    guardrail: DeploymentSettings = DeploymentSettings()
+    cache: DeploymentSettings = DeploymentSettings()
+    retriever: DeploymentSettings = DeploymentSettings()
+    llm: DeploymentSettings = DeploymentSettings(num_cpus=1.0, max_ongoing_requests=32,
+                                                 max_queued_requests=64)
+
+
+class RequestSettings(_Strict):
+    max_body_bytes: PositiveInt = Field(1_048_576, description="Larger bodies get 413.")
+    timeout_s: PositiveFloat = Field(120.0, description="Past this a request gets 504.")
+    max_inflight: PositiveInt = Field(
+        128, description="Requests the ingress admits at once; beyond, 429 with retry-after.")
+    retry_after_s: PositiveInt = 1
+    max_completion_tokens_default: PositiveInt = Field(
+        512, description="Completion cap when a request names none.")
+    health_poll_s: PositiveFloat = Field(1.0, description="How often the ingress checks replicas.")
+
+
+class TenantSettings(_Strict):
+    jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
+        description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
+    models: list[Identifier] = Field(description="Model ids this tenant may call.")
+
+
+class ClusterSettings(_Strict):
+    num_cpus: PositiveInt = Field(4, description="Logical CPUs Ray schedules on (may exceed cores).")
+    object_store_mb: PositiveInt = 512
+
+
+class EmbassySettings(_Strict):
+    region: Identifier = Field(description="Region this cluster serves, e.g. eu.")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    state_dir: Path = Field(Path(".embassy"), description="Run state, keys and metrics (relative to project).")
+    model_store: Path = Field(Path(".embassy/models"), description="Prepared model folders.")
+    keys_file: Path | None = Field(None, description="Key hashes; default <state_dir>/keys.yaml.")
+    models: list[Identifier] = Field(min_length=1, description="Registry ids served in this region.")
+    tenants: dict[Identifier, TenantSettings] = Field(default_factory=dict)
+    engine: Literal["vllm"] = "vllm"
+    graph: GraphSettings = GraphSettings()
+    requests: RequestSettings = RequestSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    dev_tenant: Identifier | None = Field(
+        "dev", description="Tenant created with a key on first `embassy serve`; null to disable.")
+
+    @model_validator(mode="after")
+    def _tenants_use_served_models(self) -> "EmbassySettings":
+        for name, tenant in self.tenants.items():
+            unknown = sorted(set(tenant.models) - set(self.models))
+            if unknown:
+                raise ValueError(f"tenant {name!r} names models not served here: {unknown}")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def keys_path(self) -> Path:
+        return self.resolve(self.keys_file or self.state_dir / "keys.yaml")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+             for e in err.errors()]
+    return "invalid settings\n" + "\n".join(lines)
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> EmbassySettings:
+    """Read a region file, apply `EMBASSY__*` overrides, validate.
+
+    Raises:
+        ConfigError: naming the file and the field, for a missing file, bad YAML or a bad value.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    overrides = _env_overrides(os.environ if environ is None else environ)
+    source = f"{path}" + (" (with EMBASSY__ overrides)" if overrides else "")
+    try:
+        return EmbassySettings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None

@@ -1,0 +1,226 @@
+"""Start and stop a local single-region stack: a Ray head node plus the regional app.
+
+The Ray head runs as `ray start --head --block` in its own process group, with every
+port it opens chosen free on loopback, so several stacks (a developer's and the test
+suite's) can share a machine. Its state lives in `<state_dir>/run-<port>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from embassy.settings import EmbassySettings
+
+Progress = Callable[[str], None]
+
+
+def offline_environment() -> dict[str, str]:
+    """Nothing leaves the machine: no hub downloads, no usage statistics, no telemetry."""
+    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1",
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class StackState:
+    region: str
+    url: str
+    gcs_address: str
+    pid: int
+    temp_dir: str
+    metrics_dir: str
+    log_file: str
+
+
+def state_path(settings: EmbassySettings) -> Path:
+    return settings.resolve(settings.state_dir) / f"run-{settings.port}.json"
+
+
+def read_state(settings: EmbassySettings) -> StackState | None:
+    try:
+        return StackState(**json.loads(state_path(settings).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _start_ray_head(settings: EmbassySettings, run_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    gcs_port = free_port()
+    log_file = run_dir / "ray-head.log"
+    ray_bin = Path(sys.executable).with_name("ray")
+    # Short temp dir: Ray's unix socket paths must stay under 107 characters.
+    temp_dir = Path(tempfile.mkdtemp(prefix=f"emb-{settings.port}-"))
+    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={gcs_port}",
+           "--node-ip-address=127.0.0.1", f"--num-cpus={settings.cluster.num_cpus}", "--num-gpus=0",
+           f"--object-store-memory={settings.cluster.object_store_mb * 1024 * 1024}",
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+           f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
+           f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
+           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+           f"--runtime-env-agent-port={free_port()}",
+           # 0: workers bind ports the OS picks, so two stacks never race for one range.
+           "--min-worker-port=0", "--max-worker-port=0"]
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, cwd=str(settings.resolve(Path("."))))
+    return proc, f"127.0.0.1:{gcs_port}", temp_dir
+
+
+def _wait_for_gcs(proc: subprocess.Popen, address: str, log_file: Path, timeout: float = 120) -> None:
+    host, port = address.split(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray head exited early; see {log_file}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"ray head did not start within {timeout:.0f}s; see {log_file}")
+
+
+def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress = print,
+                ready_timeout_s: float = 900) -> StackState:
+    """Start Ray and the region's app; return when `/readyz` answers 200.
+
+    Raises:
+        RuntimeError: a stack already runs on this port, or the app did not become ready.
+    """
+    existing = read_state(settings)
+    if existing and _process_alive(existing.pid):
+        raise RuntimeError(f"a stack already runs at {existing.url} (pid {existing.pid}); "
+                           "stop it with `embassy stop` first")
+    run_dir = settings.resolve(settings.state_dir) / f"run-{settings.port}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir(parents=True)
+    env = {**os.environ, **offline_environment(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+           "EMBASSY_CONFIG": str(config_path.resolve())}
+
+    progress("starting Ray head node")
+    proc, address, temp_dir = _start_ray_head(settings, run_dir, env)
+    log_file = run_dir / "ray-head.log"
+    url = f"http://{settings.host}:{settings.port}"
+    state = StackState(settings.region, url, address, proc.pid, str(temp_dir), str(metrics_dir), str(log_file))
+    state_path(settings).write_text(json.dumps(asdict(state), indent=2))
+    try:
+        _wait_for_gcs(proc, address, log_file)
+        progress("deploying the regional app (vLLM takes a minute on CPU)")
+        deploy(settings, config_path, address)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                status, _ = http_get(f"{url}/readyz")
+                if status == 200:
+                    return state
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray head exited; see {log_file}")
+            time.sleep(1)
+        raise RuntimeError(f"the app was not ready within {ready_timeout_s:.0f}s; see {log_file}")
+    except BaseException:
+        stop_stack(settings)
+        raise
+
+
+def deploy(settings: EmbassySettings, config_path: Path, address: str) -> None:
+    """Deploy the app from a short-lived driver process, so this process stays light."""
+    code = ("import ray, sys; from ray import serve; from graphs.regional import build_regional_app;"
+            f"ray.init(address={address!r}, log_to_driver=False, namespace='serve');"
+            f"serve.start(http_options={{'host': {settings.host!r}, 'port': {settings.port}}});"
+            f"serve.run(build_regional_app({{'config': {str(config_path.resolve())!r}}}),"
+            f" name='embassy-{settings.region}', route_prefix='/', blocking=False)")
+    env = {**os.environ, **offline_environment()}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(settings.resolve(Path("."))),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"deploying the app failed:\n{tail}")
+
+
+def stop_stack(settings: EmbassySettings, grace_s: float = 30) -> bool:
+    """Stop the stack started on this settings' port. Returns False if none was recorded."""
+    state = read_state(settings)
+    if state is None:
+        return False
+    if _process_alive(state.pid):
+        # The whole process group: ray's GCS, raylet, workers, vLLM engine processes.
+        try:
+            os.killpg(state.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(state.pid):
+            time.sleep(0.5)
+        try:
+            os.killpg(state.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _kill_stragglers(state.temp_dir)
+    shutil.rmtree(state.temp_dir, ignore_errors=True)
+    state_path(settings).unlink(missing_ok=True)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _kill_stragglers(temp_dir: str) -> None:
+    """Ray daemonizes a few processes out of the group; find them by their temp dir."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmdline:
+            try:
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,1 @@
+"""Model registry (one manifest per model version) and model packaging."""
