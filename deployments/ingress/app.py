@@ -14,6 +14,7 @@ from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import MutableHeaders
 
 from deployments.ingress.core import ChatService, request_id_from
 from deployments.ingress.protocol import parse_chat_request
@@ -25,12 +26,35 @@ log = logging.getLogger("embassy.ingress")
 TIMEOUT_HEADER = "x-embassy-timeout-ms"
 
 
+class RequestIdMiddleware:
+    """Give every request an `x-request-id` (the client's, if well formed) and echo it.
+
+    The same contract as Ray Serve's proxy, for running the app without Ray.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = MutableHeaders(scope=scope)
+        request_id = request_id_from(headers.get("x-request-id"))
+        headers["x-request-id"] = request_id
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def error_response(exc: BaseException, request_id: str) -> JSONResponse:
     if not isinstance(exc, EmbassyError):
         log.error("request %s failed", request_id, exc_info=exc)
         exc = EmbassyError("The server had an error while processing your request.")
-    return JSONResponse(exc.body(), status_code=exc.status,
-                        headers={**exc.headers, "x-request-id": request_id})
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -59,9 +83,19 @@ def _timeout_override(request: Request) -> float | None:
     return value
 
 
-def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]]) -> FastAPI:
+def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]],
+               echo_request_id: bool = True) -> FastAPI:
+    """The ingress's routes.
+
+    Args:
+        echo_request_id: add `x-request-id` to responses. Off under Ray Serve, whose proxy
+            already keeps a client's id (or mints one), passes it in, and echoes it.
+    """
     app = FastAPI(title="Embassy", docs_url=None, redoc_url=None, openapi_url=None)
     region = service.region
+
+    if echo_request_id:
+        app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -87,7 +121,7 @@ def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]]) -
             return error_response(exc, request_id)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "embassy"}
                 for m in sorted(service.context_lengths) if m in tenant.models]
-        return JSONResponse({"object": "list", "data": data}, headers={"x-request-id": request_id})
+        return JSONResponse({"object": "list", "data": data})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -103,22 +137,21 @@ def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]]) -
                 raise InvalidRequest("The request body is not valid JSON.") from None
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 model = data["model"] if data["model"] in service.context_lengths else "unknown"
-            tenant = service.authorize(request.headers.get("authorization"),
-                                       data.get("model") if isinstance(data, dict) else None)
+            tenant = service.keys.authenticate(request.headers.get("authorization"))
             body = parse_chat_request(data)
+            service.authorize_model(tenant, body.model)
             timeout_ms = _timeout_override(request)
             service.admit()
             admitted = True
-            headers = {"x-request-id": request_id}
             if body.stream:
                 events = await service.stream(tenant, body, request_id, timeout_ms)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, service, _finish(
                     service, model, tenant, started)), media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache"})
+                    headers={"cache-control": "no-cache"})
             result = await service.complete(tenant, body, request_id, timeout_ms)
             status = 200
-            return JSONResponse(result, headers=headers)
+            return JSONResponse(result)
         except BaseException as exc:
             status = exc.status if isinstance(exc, EmbassyError) else 500
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):

@@ -85,13 +85,11 @@ class ChatService:
 
     # -- admission ---------------------------------------------------------------------
 
-    def authorize(self, authorization: str | None, model: str) -> Tenant:
-        tenant = self.keys.authenticate(authorization)
+    def authorize_model(self, tenant: Tenant, model: str) -> None:
         if model not in self.context_lengths:
             raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
         if model not in tenant.models:
             raise PermissionDenied(f"Your key may not use the model '{model}'.", param="model")
-        return tenant
 
     def tenant_label(self, tenant: Tenant | None) -> str:
         return tenant.id if tenant and tenant.id in self.keys.tenants else "unknown"

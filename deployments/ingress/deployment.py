@@ -118,4 +118,5 @@ class IngressDeployment:
         self.nodes.start_polling()
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, self.nodes.readiness)
+        # Serve's proxy already keeps or mints x-request-id and echoes it.
+        return create_app(self.service, self.nodes.readiness, echo_request_id=False)

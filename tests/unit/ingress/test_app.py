@@ -1,0 +1,254 @@
+"""Error mapping and response shape of the ingress, run without Ray or vLLM.
+
+The graph behind the ingress is `FakeGraphNodes`, a deterministic fake: these tests check
+the logic around the nodes (auth, admission, deadlines, error shapes), not the nodes.
+The real graph is tested end to end in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from deployments.ingress.app import create_app
+from deployments.ingress.core import ChatService, GraphNodes
+from embassy.errors import ContextLengthExceeded
+from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Passage, \
+    RequestContext
+from embassy.settings import EmbassySettings
+from embassy.tenants import KeyStore, create_key
+
+MODEL = "m"
+
+
+class FakeGraphNodes(GraphNodes):
+    """Deterministic fake of the graph: answers "alpha beta gamma" one word per delta."""
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.delay_s = 0.0
+        self.fail_with: BaseException | None = None
+        self.aborted = 0
+        self.seen: list[GenerationRequest] = []
+
+    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
+        return GuardVerdict(allowed=True, request=request)
+
+    async def lookup(self, request: GenerationRequest) -> CacheLookup:
+        return CacheLookup(status="miss")
+
+    async def retrieve(self, request: GenerationRequest) -> list[Passage]:
+        return [Passage("doc", "doc#0", "fake.md", 0.9, "fake passage")]
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        self.seen.append(request)
+        if self.fail_with:
+            raise self.fail_with
+        words = ["alpha", " beta", " gamma"]
+        done = False
+        try:
+            for i, word in enumerate(words):
+                await asyncio.sleep(self.delay_s)
+                yield GenerationDelta(word, 1, 7, "stop" if i == len(words) - 1 else None)
+            done = True
+        finally:
+            if not done:
+                self.aborted += 1
+
+    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
+        return GuardVerdict(allowed=True, text=text)
+
+    def readiness(self) -> dict[str, bool]:
+        return {"llm": self.ready}
+
+
+@pytest.fixture
+def env(tmp_path):
+    settings = EmbassySettings.model_validate({
+        "region": "eu", "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"),
+        "tenants": {"acme": {"jurisdiction": "EU", "models": [MODEL]},
+                    "nomodels": {"jurisdiction": "US", "models": []}},
+        "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5}})
+    keys = KeyStore.from_settings(settings)
+    key = create_key(settings.keys_path, "acme")
+    other = create_key(settings.keys_path, "nomodels")
+    nodes = FakeGraphNodes()
+    service = ChatService(settings, keys, nodes, {MODEL: 100})
+    client = TestClient(create_app(service, nodes.readiness))
+    return client, nodes, {"Authorization": f"Bearer {key}"}, {"Authorization": f"Bearer {other}"}
+
+
+def chat(**over):
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **over}
+
+
+def assert_error(resp, status: int, code: str | None = None, param: str | None = None):
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    if code:
+        assert err["code"] == code
+    if param:
+        assert err["param"] == param
+    assert "Traceback" not in resp.text and ".py" not in resp.text
+    return err
+
+
+def test_completion_shape_usage_and_embassy_field(env):
+    client, _, auth, _ = env
+    r = client.post("/v1/chat/completions", json=chat(), headers={**auth, "x-request-id": "abc-123"})
+    assert r.status_code == 200
+    assert r.headers["x-request-id"] == "abc-123"
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == "alpha beta gamma"
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    emb = body["embassy"]
+    assert emb["region"] == "eu" and emb["request_id"] == "abc-123"
+    assert {"guardrail_input", "cache", "retriever", "llm", "guardrail_output", "total"} <= set(emb["timings_ms"])
+    assert emb["citations"][0]["document_id"] == "doc"
+
+
+def test_malformed_request_id_is_replaced(env):
+    client, _, auth, _ = env
+    r = client.post("/v1/chat/completions", json=chat(), headers={**auth, "x-request-id": "bad id!"})
+    assert r.status_code == 200 and r.headers["x-request-id"] != "bad id"
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_stream_ends_with_usage_and_done(env):
+    client, _, auth, _ = env
+    with client.stream("POST", "/v1/chat/completions", headers=auth,
+                       json=chat(stream=True, stream_options={"include_usage": True})) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "alpha beta gamma"
+    assert chunks[-1]["usage"]["completion_tokens"] == 3 and chunks[-1]["choices"] == []
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and "embassy" in chunks[-2]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_401_without_or_with_wrong_key(env, headers):
+    client = env[0]
+    assert_error(client.post("/v1/chat/completions", json=chat(), headers=headers), 401, "invalid_api_key")
+    assert_error(client.get("/v1/models", headers=headers), 401)
+
+
+def test_403_model_not_allowed_and_404_unknown_model(env):
+    client, _, auth, other = env
+    assert_error(client.post("/v1/chat/completions", json=chat(), headers=other), 403, param="model")
+    assert_error(client.post("/v1/chat/completions", json=chat(model="nope"), headers=auth), 404,
+                 "model_not_found")
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"model": MODEL, "messages": []}, "messages"),
+    ({"model": MODEL}, "messages"),
+    (chat(messages=[{"role": "wizard", "content": "x"}]), "messages.0.role"),
+    (chat(max_tokens=-1), "max_tokens"),
+    (chat(max_tokens=0), "max_tokens"),
+    (chat(max_tokens=101), "max_tokens"),
+    (chat(max_completion_tokens=-5), "max_completion_tokens"),
+    (chat(temperature=3), "temperature"),
+    (chat(n=2), "n"),
+    (chat(stop=["a", "b", "c", "d", "e"]), "stop"),
+    (chat(tools=[{"type": "function"}]), None),
+    (chat(stream_options={"include_usage": True}), None),
+])
+def test_400_schema_violations(env, body, param):
+    client, _, auth, _ = env
+    assert_error(client.post("/v1/chat/completions", json=body, headers=auth), 400, param=param)
+
+
+def test_400_malformed_json_and_non_object(env):
+    client, _, auth, _ = env
+    assert_error(client.post("/v1/chat/completions", content=b"{not json", headers=auth), 400)
+    assert_error(client.post("/v1/chat/completions", content=b"[1, 2]", headers=auth), 400)
+
+
+def test_400_context_length_from_the_engine(env):
+    client, nodes, auth, _ = env
+    nodes.fail_with = ContextLengthExceeded("too long", param="messages")
+    for stream in (False, True):
+        err = assert_error(client.post("/v1/chat/completions", json=chat(stream=stream), headers=auth), 400)
+        assert err["code"] == "context_length_exceeded"
+
+
+def test_413_body_over_limit(env):
+    client, _, auth, _ = env
+    big = chat(messages=[{"role": "user", "content": "x" * 5000}])
+    assert_error(client.post("/v1/chat/completions", json=big, headers=auth), 413)
+
+
+def test_429_when_admission_is_full_with_retry_after(env):
+    client, nodes, auth, _ = env
+    nodes.delay_s = 0.3
+
+    async def flood():
+        import httpx
+
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*[c.post("/v1/chat/completions", json=chat(), headers=auth)
+                                          for _ in range(6)])
+
+    responses = asyncio.run(flood())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 2 and statuses.count(429) == 4
+    limited = next(r for r in responses if r.status_code == 429)
+    assert_error(limited, 429, "queue_full")
+    assert limited.headers["retry-after"] == "1"
+    # Slots are freed afterwards.
+    assert client.post("/v1/chat/completions", json=chat(), headers=auth).status_code == 200
+
+
+def test_503_when_a_node_has_no_replica(env):
+    client, nodes, auth, _ = env
+    nodes.ready = False
+    assert_error(client.post("/v1/chat/completions", json=chat(), headers=auth), 503)
+    assert client.get("/readyz").status_code == 503
+    nodes.ready = True
+    assert client.get("/readyz").status_code == 200
+
+
+def test_504_past_the_deadline_aborts_generation(env):
+    client, nodes, auth, _ = env
+    nodes.delay_s = 0.2
+    for stream in (False, True):
+        before = nodes.aborted
+        r = client.post("/v1/chat/completions", json=chat(stream=stream),
+                        headers={**auth, "x-embassy-timeout-ms": "300"})
+        if stream and r.status_code == 200:  # first token came in time: error is sent in-band
+            assert '"code": "timeout"' in r.text and r.text.rstrip().endswith("data: [DONE]")
+        else:
+            assert_error(r, 504, "timeout")
+        assert nodes.aborted == before + 1
+
+
+def test_unexpected_error_is_a_generic_500(env):
+    client, nodes, auth, _ = env
+    nodes.fail_with = RuntimeError("secret detail at /srv/internal/path.py")
+    err = assert_error(client.post("/v1/chat/completions", json=chat(), headers=auth), 500)
+    assert "secret" not in err["message"]
+
+
+def test_models_lists_only_what_the_tenant_may_use(env):
+    client, _, auth, other = env
+    assert [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]] == [MODEL]
+    assert client.get("/v1/models", headers=other).json()["data"] == []
+
+
+def test_metrics_move(env):
+    client, _, auth, _ = env
+    def count() -> float:
+        text = client.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("embassy_requests_total{") and 'status="200"' in line)
+    before = count()
+    client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert count() == before + 1
