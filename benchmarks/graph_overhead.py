@@ -1,0 +1,198 @@
+"""What the Embassy graph costs on top of bare vLLM, measured in one run.
+
+Sends the same streaming requests (fixed prompts, max_tokens 64, temperature 0) at
+concurrency 1 and 8 to (a) vLLM's own OpenAI server and (b) the Embassy graph, both on
+the same model and engine arguments, one after the other on this machine, and prints
+p50/p99 latency, time to first token and output tokens/s for each, with ratios.
+
+    .venv/bin/python benchmarks/graph_overhead.py [--requests-c1 16] [--requests-c8 48]
+
+Targets (issue 2): at concurrency 8 Embassy's output tokens/s >= 0.95 of bare vLLM's;
+at concurrency 1 Embassy adds at most 15 ms to p50 latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deployments.llm.core import VLLMEngine  # noqa: E402
+from embassy import stack  # noqa: E402
+from embassy.settings import PROJECT_ROOT, load_settings  # noqa: E402
+from embassy.tenants import create_key  # noqa: E402
+from models.prepare import prepare_model  # noqa: E402
+from models.registry import load_registry  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS = [
+    "What is a commercial invoice used for in customs clearance?",
+    "Explain the difference between FOB and CIF incoterms.",
+    "How is an HS code structured?",
+    "What is a certificate of origin?",
+    "List the documents needed to import goods into the EU.",
+    "What does a customs broker do?",
+    "What is a bill of lading?",
+    "How are import duties calculated?",
+]
+
+
+@dataclass
+class Sample:
+    latency_s: float
+    ttft_s: float
+    completion_tokens: int
+
+
+async def one_request(client: httpx.AsyncClient, url: str, headers: dict, prompt: str) -> Sample:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft = None
+    tokens = 0
+    async with client.stream("POST", url, json=body, headers=headers) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if ttft is None and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                ttft = time.perf_counter() - t0
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return Sample(time.perf_counter() - t0, ttft if ttft is not None else float("nan"), tokens)
+
+
+async def load(url: str, headers: dict, concurrency: int, n: int) -> dict:
+    async with httpx.AsyncClient(timeout=600) as client:
+        for p in PROMPTS[:2]:  # warm-up, not measured
+            await one_request(client, url, headers, p)
+        queue = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+        samples: list[Sample] = []
+
+        async def worker():
+            while queue:
+                samples.append(await one_request(client, url, headers, queue.pop()))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        wall = time.perf_counter() - t0
+    lat = sorted(s.latency_s for s in samples)
+    ttft = sorted(s.ttft_s for s in samples)
+    return {"p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "ttft_p50_ms": 1000 * statistics.median(ttft),
+            "output_tok_s": sum(s.completion_tokens for s in samples) / wall, "n": len(samples)}
+
+
+def wait_http(url: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def vllm_cli_flags(engine_args: dict) -> list[str]:
+    flags = []
+    for key, value in engine_args.items():
+        if key == "model":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + key.replace("_", "-"))
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]]) -> dict:
+    port = stack.free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--disable-log-requests",
+           *vllm_cli_flags(engine_args)]
+    env = {**os.environ, **stack.offline_environment()}
+    log = open(Path(tempfile.gettempdir()) / "embassy-bench-vllm.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        return {c: asyncio.run(load(url, {}, c, n)) for c, n in plan}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def run_embassy(model_store: Path, plan: list[tuple[int, int]]) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
+    base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
+    base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"), "model_store": str(model_store),
+                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}}})
+    path = tmp / "bench.yaml"
+    path.write_text(yaml.safe_dump(base))
+    settings = load_settings(path, environ={})
+    state = stack.start_stack(settings, path, progress=lambda m: print(f"  [embassy] {m}", flush=True))
+    try:
+        headers = {"Authorization": f"Bearer {create_key(settings.keys_path, 'bench')}"}
+        url = f"{state.url}/v1/chat/completions"
+        return {c: asyncio.run(load(url, headers, c, n)) for c, n in plan}
+    finally:
+        stack.stop_stack(settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests-c1", type=int, default=16)
+    parser.add_argument("--requests-c8", type=int, default=48)
+    args = parser.parse_args()
+    plan = [(1, args.requests_c1), (8, args.requests_c8)]
+
+    settings = load_settings(PROJECT_ROOT / "cluster_configs" / "local.yaml", environ={})
+    manifest = load_registry()[MODEL]
+    prepared = prepare_model(manifest, settings.resolve(settings.model_store))
+    engine_args = VLLMEngine(manifest, prepared.path, default_max_tokens=64).engine_args()
+    print(f"engine args: {engine_args}", flush=True)
+
+    print("bare vLLM OpenAI server ...", flush=True)
+    bare = run_bare_vllm(prepared.path, engine_args, plan)
+    print("Embassy graph ...", flush=True)
+    graph = run_embassy(settings.resolve(settings.model_store), plan)
+
+    print(f"\n{'':22}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50':>10}{'out tok/s':>11}{'n':>5}")
+    for c, _ in plan:
+        for name, res in (("vLLM", bare[c]), ("Embassy", graph[c])):
+            r = res
+            print(f"c={c} {name:<17}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['ttft_p50_ms']:>10.1f}"
+                  f"{r['output_tok_s']:>11.1f}{r['n']:>5}")
+        print(f"c={c} Embassy/vLLM      p50 x{graph[c]['p50_ms'] / bare[c]['p50_ms']:.3f} "
+              f"(+{graph[c]['p50_ms'] - bare[c]['p50_ms']:.1f} ms), TTFT +"
+              f"{graph[c]['ttft_p50_ms'] - bare[c]['ttft_p50_ms']:.1f} ms, tok/s x"
+              f"{graph[c]['output_tok_s'] / bare[c]['output_tok_s']:.3f}")
+    c1_added = graph[1]["p50_ms"] - bare[1]["p50_ms"]
+    c8_ratio = graph[8]["output_tok_s"] / bare[8]["output_tok_s"]
+    print(f"\ntarget c=8 tok/s ratio >= 0.95: {c8_ratio:.3f} {'MET' if c8_ratio >= 0.95 else 'NOT MET'}")
+    print(f"target c=1 added p50 <= 15 ms: {c1_added:.1f} ms {'MET' if c1_added <= 15 else 'NOT MET'}")
+    print(json.dumps({"bare_vllm": bare, "embassy": graph}))
+
+
+if __name__ == "__main__":
+    main()

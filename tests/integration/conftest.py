@@ -1,0 +1,57 @@
+"""Starts the real stack once per test session: a Ray head, the regional app, vLLM on the
+default model, on free loopback ports, with its own state folder; stops it afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embassy import stack
+from embassy.settings import EmbassySettings, load_settings
+from embassy.tenants import create_key
+from tests.conftest import DEFAULT_MODEL
+
+MAX_INFLIGHT = 24
+
+
+@dataclass
+class LiveStack:
+    url: str
+    settings: EmbassySettings
+    key: str
+    restricted_key: str
+    state: stack.StackState
+
+
+def e2e_config(tmp: Path, model_store: Path) -> Path:
+    config = {
+        "region": "eu", "host": "127.0.0.1", "port": stack.free_port(),
+        "state_dir": str(tmp / "state"), "model_store": str(model_store),
+        "models": [DEFAULT_MODEL], "dev_tenant": None,
+        "tenants": {"acme": {"jurisdiction": "EU", "models": [DEFAULT_MODEL]},
+                    "restricted": {"jurisdiction": "US", "models": []}},
+        "cluster": {"num_cpus": 4, "object_store_mb": 256},
+        "graph": {"llm": {"num_cpus": 1.0, "max_ongoing_requests": 32, "max_queued_requests": 64}},
+        "requests": {"max_body_bytes": 131072, "timeout_s": 60, "max_inflight": MAX_INFLIGHT,
+                     "max_completion_tokens_default": 64, "health_poll_s": 0.5},
+    }
+    path = tmp / "e2e.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def live(prepared_model, tmp_path_factory) -> LiveStack:
+    _, folder = prepared_model
+    tmp = tmp_path_factory.mktemp("stack")
+    path = e2e_config(tmp, folder.parent)
+    settings = load_settings(path, environ={})
+    state = stack.start_stack(settings, path, progress=lambda msg: print(f"[stack] {msg}"))
+    try:
+        yield LiveStack(state.url, settings, create_key(settings.keys_path, "acme"),
+                        create_key(settings.keys_path, "restricted"), state)
+    finally:
+        stack.stop_stack(settings)
