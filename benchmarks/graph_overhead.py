@@ -98,9 +98,11 @@ async def load(url: str, headers: dict, concurrency: int, n: int) -> dict:
             "output_tok_s": sum(s.completion_tokens for s in samples) / wall, "n": len(samples)}
 
 
-def wait_http(url: str, seconds: float = 300) -> None:
+def wait_http(url: str, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}; see its log")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -128,13 +130,13 @@ def vllm_cli_flags(engine_args: dict) -> list[str]:
 def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]]) -> dict:
     port = stack.free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--disable-log-requests",
+           "--host", "127.0.0.1", "--port", str(port),
            *vllm_cli_flags(engine_args)]
     env = {**os.environ, **stack.offline_environment()}
     log = open(Path(tempfile.gettempdir()) / "embassy-bench-vllm.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         return {c: asyncio.run(load(url, {}, c, n)) for c, n in plan}
     finally:

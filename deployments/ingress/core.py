@@ -161,19 +161,19 @@ class ChatService:
                                      if output else None)},
         }
 
-    def _deadline(self, started: float, override_ms: float | None) -> float:
+    def _deadline(self, override_ms: float | None) -> float:
+        """The request's deadline on the event loop's clock."""
         timeout = self.settings.requests.timeout_s
         if override_ms is not None:  # a caller may shorten its deadline, never extend it
             timeout = min(timeout, override_ms / 1000)
-        return started + timeout
+        return asyncio.get_running_loop().time() + timeout
 
     async def _with_deadline(self, awaitable, deadline: float):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            raise RequestTimeout("The request timed out.")
+        # asyncio.timeout_at arms one timer; wait_for would start a task per streamed chunk.
         try:
-            return await asyncio.wait_for(awaitable, remaining)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError:
             raise RequestTimeout("The request timed out.") from None
 
     def _observe_usage(self, tenant: Tenant, model: str, prompt: int, completion: int) -> None:
@@ -187,7 +187,7 @@ class ChatService:
                        timeout_ms: float | None = None) -> dict[str, Any]:
         """A non-streaming chat completion, as OpenAI's response body."""
         started = time.perf_counter()
-        deadline = self._deadline(started, timeout_ms)
+        deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
         p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
         prompt_tokens = completion_tokens = 0
@@ -241,7 +241,7 @@ class ChatService:
         proper status; the returned iterator only fails by sending an error event.
         """
         started = time.perf_counter()
-        deadline = self._deadline(started, timeout_ms)
+        deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
         p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
         if p.cache.status == "hit":
