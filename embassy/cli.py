@@ -139,7 +139,7 @@ def stop(config: Path = ConfigOpt) -> None:
 
 
 @models_app.command("list")
-def models_list(config: Path = ConfigOpt) -> None:
+def models_list(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """List registry manifests and whether each is prepared in the local store."""
     from rich.table import Table
 
@@ -147,12 +147,17 @@ def models_list(config: Path = ConfigOpt) -> None:
     from models.registry import load_registry
 
     settings = _settings(config)
+    rows = [{"id": m.id, "version": m.version, "context_length": m.context_length, "sha256": m.sha256,
+             "served": m.id in settings.models,
+             "prepared": verify_store(settings.resolve(settings.model_store) / m.store_name, m)}
+            for m in load_registry().values()]
+    if as_json:
+        print(json.dumps(rows))
+        return
     table = Table("id", "version", "context", "sha256", "served here", "prepared")
-    for manifest in load_registry().values():
-        folder = settings.resolve(settings.model_store) / manifest.store_name
-        table.add_row(manifest.id, manifest.version, str(manifest.context_length), manifest.sha256[:12],
-                      "yes" if manifest.id in settings.models else "no",
-                      "yes" if verify_store(folder, manifest) else "no")
+    for r in rows:
+        table.add_row(r["id"], r["version"], str(r["context_length"]), r["sha256"][:12],
+                      "yes" if r["served"] else "no", "yes" if r["prepared"] else "no")
     console.print(table)
 
 
