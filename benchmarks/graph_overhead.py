@@ -144,11 +144,12 @@ def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]
         proc.wait(timeout=60)
 
 
-def run_embassy(model_store: Path, plan: list[tuple[int, int]]) -> dict:
+def run_embassy(model_store: Path, plan: list[tuple[int, int]], overrides: dict) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
     base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
     base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"), "model_store": str(model_store),
-                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}}})
+                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}},
+                 "engine_overrides": {MODEL: overrides} if overrides else {}})
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(base))
     settings = load_settings(path, environ={})
@@ -165,19 +166,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests-c1", type=int, default=16)
     parser.add_argument("--requests-c8", type=int, default=48)
+    parser.add_argument("--stream-interval", type=int, default=None,
+                        help="vLLM stream_interval for both sides (default: the manifest's)")
     args = parser.parse_args()
+    overrides = {"stream_interval": args.stream_interval} if args.stream_interval else {}
     plan = [(1, args.requests_c1), (8, args.requests_c8)]
 
     settings = load_settings(PROJECT_ROOT / "cluster_configs" / "local.yaml", environ={})
     manifest = load_registry()[MODEL]
     prepared = prepare_model(manifest, settings.resolve(settings.model_store))
-    engine_args = VLLMEngine(manifest, prepared.path, default_max_tokens=64).engine_args()
+    engine_args = VLLMEngine(manifest, prepared.path, default_max_tokens=64, overrides=overrides).engine_args()
     print(f"engine args: {engine_args}", flush=True)
 
     print("bare vLLM OpenAI server ...", flush=True)
     bare = run_bare_vllm(prepared.path, engine_args, plan)
     print("Embassy graph ...", flush=True)
-    graph = run_embassy(settings.resolve(settings.model_store), plan)
+    graph = run_embassy(settings.resolve(settings.model_store), plan, overrides)
 
     print(f"\n{'':22}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50':>10}{'out tok/s':>11}{'n':>5}")
     for c, _ in plan:

@@ -115,6 +115,9 @@ class EmbassySettings(_Strict):
     models: list[Identifier] = Field(min_length=1, description="Registry ids served in this region.")
     tenants: dict[Identifier, TenantSettings] = Field(default_factory=dict)
     engine: Literal["vllm"] = "vllm"
+    engine_overrides: dict[Identifier, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per model id, vLLM engine arguments that override its manifest's here.")
     graph: GraphSettings = GraphSettings()
     requests: RequestSettings = RequestSettings()
     cluster: ClusterSettings = ClusterSettings()
@@ -123,6 +126,9 @@ class EmbassySettings(_Strict):
 
     @model_validator(mode="after")
     def _tenants_use_served_models(self) -> "EmbassySettings":
+        unknown_overrides = sorted(set(self.engine_overrides) - set(self.models))
+        if unknown_overrides:
+            raise ValueError(f"engine_overrides names models not served here: {unknown_overrides}")
         for name, tenant in self.tenants.items():
             unknown = sorted(set(tenant.models) - set(self.models))
             if unknown:

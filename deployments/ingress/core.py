@@ -140,11 +140,15 @@ class ChatService:
             raise InvalidRequest("The prompt was refused by the content filter.",
                                  code="content_filter", param="messages")
         request = verdict.request or request
-        cache = await self._timed(timings, "cache", self.nodes.lookup(request))
-        passages: list[Passage] = []
-        if cache.status != "hit":
-            passages = await self._timed(timings, "retriever", self.nodes.retrieve(request))
-            request = replace(request, passages=tuple(passages))
+        # Cache lookup and retrieval both work on the screened request and neither needs
+        # the other's result, so they run side by side: one hop of latency, not two.
+        # A hit discards the retrieval.
+        cache, passages = await asyncio.gather(
+            self._timed(timings, "cache", self.nodes.lookup(request)),
+            self._timed(timings, "retriever", self.nodes.retrieve(request)))
+        if cache.status == "hit":
+            passages = []
+        request = replace(request, passages=tuple(passages))
         return _Prepared(ctx, body, request, timings, started, verdict, cache, passages)
 
     def _embassy_field(self, p: _Prepared, output: GuardVerdict | None) -> dict[str, Any]:

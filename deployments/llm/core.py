@@ -61,8 +61,10 @@ def cpu_safe_engine_args(context_length: int) -> dict[str, Any]:
 
 
 class VLLMEngine(LLMEngine):
-    def __init__(self, manifest: ModelManifest, model_path: Path, *, default_max_tokens: int) -> None:
+    def __init__(self, manifest: ModelManifest, model_path: Path, *, default_max_tokens: int,
+                 overrides: dict[str, Any] | None = None) -> None:
         self.manifest = manifest
+        self.overrides = overrides or {}
         self.model_path = model_path
         self.default_max_tokens = default_max_tokens
         self._engine = None
@@ -77,6 +79,7 @@ class VLLMEngine(LLMEngine):
                                 "served_model_name": self.manifest.id,
                                 "max_model_len": self.manifest.context_length}
         args.update(self.manifest.engine_args)
+        args.update(self.overrides)
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():

@@ -23,7 +23,8 @@ class LLMDeployment:
         # Verifies the prepared folder's checksums (and rebuilds it if a host lacks it).
         prepared = prepare_model(manifest, cfg.resolve(cfg.model_store))
         self.engine = VLLMEngine(manifest, prepared.path,
-                                 default_max_tokens=cfg.requests.max_completion_tokens_default)
+                                 default_max_tokens=cfg.requests.max_completion_tokens_default,
+                                 overrides=cfg.engine_overrides.get(model_id))
         await self.engine.start()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

@@ -76,3 +76,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_settings(tmp_path / "nope.yaml", environ={})
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(write(tmp_path, "region: [unclosed\n"), environ={})
+
+
+def test_engine_overrides_only_for_served_models(tmp_path):
+    path = write(tmp_path, "region: eu\nmodels: [m]\nengine_overrides:\n  other: {stream_interval: 4}\n")
+    with pytest.raises(ConfigError, match="engine_overrides"):
+        load_settings(path, environ={})
