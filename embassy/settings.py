@@ -91,7 +91,9 @@ class RequestSettings(_Strict):
     retry_after_s: PositiveInt = 1
     max_completion_tokens_default: PositiveInt = Field(
         512, description="Completion cap when a request names none.")
-    health_poll_s: PositiveFloat = Field(1.0, description="How often the ingress checks replicas.")
+    health_poll_s: PositiveFloat = Field(
+        5.0, description="How often the ingress asks Serve which nodes have replicas (also on "
+                         "/readyz and after a replica failure).")
 
 
 class TenantSettings(_Strict):

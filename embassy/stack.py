@@ -54,6 +54,9 @@ def serve_environment(settings: EmbassySettings) -> dict[str, str]:
     """
     grpc_port = free_port()
     return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            # The controller's loop runs every 0.1 s by default and competes with the engine
+            # for the same 2 cores; 0.5 s still reacts to load and failures within a second.
+            "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"),
             # Serve's port ranges exclude their upper bound: exactly one port each.
             "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(settings.port),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(settings.port + 1),

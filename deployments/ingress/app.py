@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -83,11 +83,13 @@ def _timeout_override(request: Request) -> float | None:
     return value
 
 
-def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]],
+def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str, bool]]],
                echo_request_id: bool = True) -> FastAPI:
     """The ingress's routes.
 
     Args:
+        readiness: a fresh check of every node (for /readyz; the chat path uses the
+            service's cached view).
         echo_request_id: add `x-request-id` to responses. Off under Ray Serve, whose proxy
             already keeps a client's id (or mints one), passes it in, and echoes it.
     """
@@ -103,7 +105,7 @@ def create_app(service: ChatService, readiness: Callable[[], dict[str, bool]],
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        nodes = readiness()
+        nodes = await readiness()
         ok = bool(nodes) and all(nodes.values())
         return JSONResponse({"ready": ok, "region": region, "nodes": nodes}, status_code=200 if ok else 503)
 

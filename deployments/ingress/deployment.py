@@ -54,7 +54,13 @@ class RayGraphNodes(GraphNodes):
         try:
             return await method.remote(*args)
         except Exception as exc:
-            raise translate_ray_error(exc) from None
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        out = translate_ray_error(exc)
+        if isinstance(out, ServiceUnavailable):  # a replica died: re-check now, not at the next poll
+            asyncio.get_running_loop().create_task(self.refresh())
+        return out
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         return await self._call(self.guardrail.check_input, request)
@@ -76,7 +82,7 @@ class RayGraphNodes(GraphNodes):
                 yield delta
             done = True
         except Exception as exc:
-            raise translate_ray_error(exc) from None
+            raise self._translate(exc) from None
         finally:
             if not done:  # client gone, deadline, error: abort the engine request too
                 response.cancel()
@@ -84,25 +90,36 @@ class RayGraphNodes(GraphNodes):
     # -- readiness ---------------------------------------------------------------------
 
     def readiness(self) -> dict[str, bool]:
+        """Last observed readiness; the chat path reads this without any I/O."""
         return dict(self._ready)
 
+    async def refresh(self) -> dict[str, bool]:
+        """Ask Serve's controller how many replicas of each node run.
+
+        serve.status() costs about 30 ms of CPU in this process (it rebuilds and pickles
+        router configs), so it runs every `health_poll_s`, on each /readyz, and right
+        after a call fails on a dead replica, not per request.
+        """
+        try:
+            # It blocks on the controller: keep it off the event loop.
+            status = await asyncio.to_thread(serve.status)
+            deployments = status.applications[self._app_name].deployments
+            for node, name in self._deployments.items():
+                info = deployments.get(name)
+                running = info.replica_states.get("RUNNING", 0) if info else 0
+                self._ready[node] = running > 0
+                metrics.NODE_READY.labels(self.region, node).set(1 if running else 0)
+        except Exception:
+            log.warning("replica status check failed", exc_info=True)
+        return self.readiness()
+
     def start_polling(self) -> None:
+        self._app_name = serve.get_replica_context().app_name
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
-        app_name = serve.get_replica_context().app_name
         while True:
-            try:
-                # serve.status() blocks on the controller: keep it off the event loop.
-                status = await asyncio.to_thread(serve.status)
-                deployments = status.applications[app_name].deployments
-                for node, name in self._deployments.items():
-                    info = deployments.get(name)
-                    running = info.replica_states.get("RUNNING", 0) if info else 0
-                    self._ready[node] = running > 0
-                    metrics.NODE_READY.labels(self.region, node).set(1 if running else 0)
-            except Exception:
-                log.warning("replica status poll failed", exc_info=True)
+            await self.refresh()
             await asyncio.sleep(self.poll_s)
 
 
@@ -119,4 +136,4 @@ class IngressDeployment:
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy already keeps or mints x-request-id and echoes it.
-        return create_app(self.service, self.nodes.readiness, echo_request_id=False)
+        return create_app(self.service, self.nodes.refresh, echo_request_id=False)

@@ -36,7 +36,7 @@ def e2e_config(tmp: Path, model_store: Path) -> Path:
         "cluster": {"num_cpus": 4, "object_store_mb": 256},
         "graph": {"llm": {"num_cpus": 1.0, "max_ongoing_requests": 32, "max_queued_requests": 64}},
         "requests": {"max_body_bytes": 131072, "timeout_s": 60, "max_inflight": MAX_INFLIGHT,
-                     "max_completion_tokens_default": 64, "health_poll_s": 0.5},
+                     "max_completion_tokens_default": 64},
     }
     path = tmp / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -78,7 +78,10 @@ def env(tmp_path):
     other = create_key(settings.keys_path, "nomodels")
     nodes = FakeGraphNodes()
     service = ChatService(settings, keys, nodes, {MODEL: 100})
-    client = TestClient(create_app(service, nodes.readiness))
+    async def fresh_readiness():
+        return nodes.readiness()
+
+    client = TestClient(create_app(service, fresh_readiness))
     return client, nodes, {"Authorization": f"Bearer {key}"}, {"Authorization": f"Bearer {other}"}
 
 
