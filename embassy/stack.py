@@ -44,13 +44,13 @@ STACK_MARKER = "EMBASSY_STACK_RUN_DIR"
 def serve_environment(settings: EmbassySettings) -> dict[str, str]:
     """Ray Serve's throughput-optimized mode, with the ingress replica serving HTTP itself.
 
-    Why: on 2 cores every Python hop per streamed token takes CPU from the engine. Measured
-    on SmolLM2 (64 tokens, 8 concurrent streams): through Serve's default proxy and
-    cross-thread user code, 0.62 of bare vLLM's tokens/s; with gRPC between replicas and
-    user code on the replica's loop, 0.81; with the proxy hop removed as well
-    (direct ingress), 0.92. Direct ingress binds the ingress replica to a port from a
-    range, so the range is pinned to the configured port (one ingress replica per host;
-    put a load balancer in front of several hosts).
+    Why: on 2 cores every Python hop per streamed token takes CPU from the engine. In
+    benchmarks/graph_overhead.py (8 concurrent streams of 64 tokens, same run against bare
+    vLLM) Serve's defaults (a proxy actor in front, user code on its own thread) gave 0.62
+    of bare vLLM's tokens/s; this mode (gRPC between replicas, user code on the replica's
+    loop, no proxy hop) gave 0.68-0.70. Direct ingress binds the ingress replica to a port
+    from a range, so the range is pinned to the configured port (one ingress replica per
+    host; put a load balancer in front of several hosts).
     """
     grpc_port = free_port()
     return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
