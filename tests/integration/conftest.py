@@ -33,7 +33,7 @@ def e2e_config(tmp: Path, model_store: Path) -> Path:
         "models": [DEFAULT_MODEL], "dev_tenant": None,
         "tenants": {"acme": {"jurisdiction": "EU", "models": [DEFAULT_MODEL]},
                     "restricted": {"jurisdiction": "US", "models": []}},
-        "cluster": {"num_cpus": 4, "object_store_mb": 256},
+        "cluster": {"num_cpus": 4, "object_store_mb": 256, "pin_services_to_reserved_cpu": True},
         "graph": {"llm": {"num_cpus": 1.0, "max_ongoing_requests": 32, "max_queued_requests": 64}},
         "requests": {"max_body_bytes": 131072, "timeout_s": 60, "max_inflight": MAX_INFLIGHT,
                      "max_completion_tokens_default": 64},

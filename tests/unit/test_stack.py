@@ -1,0 +1,33 @@
+"""Process placement and environment of a local stack (no processes started)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from embassy import stack
+from embassy.settings import load_settings
+from tests.conftest import LOCAL_CONFIG
+
+
+def test_nothing_leaves_the_machine():
+    env = stack.offline_environment()
+    assert env["HF_HUB_OFFLINE"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert env["VLLM_NO_USAGE_STATS"] == "1" and env["DO_NOT_TRACK"] == "1"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 CPUs to split")
+def test_services_go_to_the_last_core_and_the_engine_gets_the_rest():
+    settings = load_settings(LOCAL_CONFIG, environ={})
+    cpus = sorted(os.sched_getaffinity(0))
+    assert settings.cluster.service_cpus() == {cpus[-1]}
+    env = stack.serve_environment(settings)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cpus[:-1]))
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == str(settings.port)
+
+
+def test_pinning_off_leaves_scheduling_to_the_os():
+    settings = load_settings(LOCAL_CONFIG, environ={"EMBASSY__CLUSTER__PIN_SERVICES_TO_RESERVED_CPU": "false"})
+    assert settings.cluster.service_cpus() is None
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in stack.serve_environment(settings)
