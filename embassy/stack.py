@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import http.client
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -109,11 +109,16 @@ def _process_alive(pid: int) -> bool:
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET on a keep-alive connection that this side closes, so the TIME_WAIT lands here
+    and not on the server's port (see `_wait_until_port_free`)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        conn.request("GET", parts.path or "/")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def _start_ray_head(settings: EmbassySettings, run_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
@@ -166,6 +171,10 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     if existing and _process_alive(existing.pid):
         raise RuntimeError(f"a stack already runs at {existing.url} (pid {existing.pid}); "
                            "stop it with `embassy stop` first")
+    # The ingress replica binds this exact port (direct ingress); a busy port would fail
+    # the deployment deep inside Serve, so say it here.
+    progress(f"waiting for port {settings.port}")
+    _wait_until_port_free(settings.host, settings.port)
     run_dir = settings.resolve(settings.state_dir) / f"run-{settings.port}"
     shutil.rmtree(run_dir, ignore_errors=True)
     metrics_dir = run_dir / "metrics"
@@ -252,18 +261,47 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def _kill_stragglers(marker: str) -> None:
-    """Kill what is left of a stack: processes whose environment carries its marker."""
+def _stack_pids(marker: str) -> list[int]:
+    """Processes whose environment carries the stack's marker."""
     needle = marker.encode() + b"\0"
+    pids = []
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
             continue
         try:
-            environ = (proc_dir / "environ").read_bytes() + b"\0"
+            if needle in (proc_dir / "environ").read_bytes() + b"\0":
+                pids.append(int(proc_dir.name))
         except OSError:
             continue
-        if needle in environ:
+    return pids
+
+
+def _kill_stragglers(marker: str, wait_s: float = 15) -> None:
+    """Kill what is left of a stack and wait until it is gone, so its ports are free."""
+    deadline = time.monotonic() + wait_s
+    while (pids := _stack_pids(marker)) and time.monotonic() < deadline:
+        for pid in pids:
             try:
-                os.kill(int(proc_dir.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        time.sleep(0.2)
+
+
+def _wait_until_port_free(host: str, port: int, wait_s: float = 70) -> None:
+    """Wait until the ingress can bind `port`.
+
+    Serve's direct-ingress server binds without SO_REUSEADDR, so connections the previous
+    server closed first (TIME_WAIT, up to 60 s on Linux) keep the port from it; this
+    check binds the same way.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"port {port} on {host} is in use by another program") from None
+        time.sleep(0.5)

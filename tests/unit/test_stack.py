@@ -31,3 +31,14 @@ def test_pinning_off_leaves_scheduling_to_the_os():
     settings = load_settings(LOCAL_CONFIG, environ={"EMBASSY__CLUSTER__PIN_SERVICES_TO_RESERVED_CPU": "false"})
     assert settings.cluster.service_cpus() is None
     assert "VLLM_CPU_OMP_THREADS_BIND" not in stack.serve_environment(settings)
+
+
+def test_a_busy_port_is_reported_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port}"):
+            stack._wait_until_port_free("127.0.0.1", port, wait_s=0.5)
