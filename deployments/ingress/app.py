@@ -132,6 +132,8 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         model, tenant, status = "unknown", None, 500
         admitted = handed_off = False  # handed_off: the stream frees its own slot
         try:
+            # Authenticate from the header before reading a byte of the body.
+            tenant = service.keys.authenticate(request.headers.get("authorization"))
             raw = await read_body(request, service.settings.requests.max_body_bytes)
             try:
                 data = json.loads(raw)
@@ -139,7 +141,6 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                 raise InvalidRequest("The request body is not valid JSON.") from None
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 model = data["model"] if data["model"] in service.context_lengths else "unknown"
-            tenant = service.keys.authenticate(request.headers.get("authorization"))
             body = parse_chat_request(data)
             service.authorize_model(tenant, body.model)
             timeout_ms = _timeout_override(request)

@@ -142,6 +142,12 @@ def test_401_without_or_with_wrong_key(env, headers):
     assert_error(client.get("/v1/models", headers=headers), 401)
 
 
+def test_401_comes_before_reading_the_body(env):
+    client = env[0]
+    assert_error(client.post("/v1/chat/completions", content=b"{not json"), 401)
+    assert_error(client.post("/v1/chat/completions", content=b"x" * 5000), 401)
+
+
 def test_403_model_not_allowed_and_404_unknown_model(env):
     client, _, auth, other = env
     assert_error(client.post("/v1/chat/completions", json=chat(), headers=other), 403, param="model")
