@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -164,10 +163,3 @@ class VLLMEngine(LLMEngine):
             self._engine.shutdown()
             self._engine = None
 
-
-def engine_environment() -> dict[str, str]:
-    """Process environment the engine needs: offline, no usage reporting, CPU KV cache size."""
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-           "VLLM_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    return env

