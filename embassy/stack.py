@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -179,8 +180,14 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     shutil.rmtree(run_dir, ignore_errors=True)
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir(parents=True)
+    # Ray's token auth with a token of this stack's own: other local users cannot join the
+    # cluster, and a token left in ~/.ray by another Ray session cannot lock us out.
+    token_file = run_dir / "ray-auth-token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
     env = {**os.environ, **offline_environment(), **serve_environment(settings),
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), STACK_MARKER: str(run_dir)}
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), STACK_MARKER: str(run_dir),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
 
     progress("starting Ray head node")
     proc, address, temp_dir = _start_ray_head(settings, run_dir, env)
@@ -191,7 +198,7 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     try:
         _wait_for_gcs(proc, address, log_file)
         progress("deploying the regional app (vLLM takes a minute on CPU)")
-        deploy(settings, config_path, address)
+        deploy(settings, config_path, address, env)
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             try:
@@ -212,7 +219,7 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
         raise
 
 
-def deploy(settings: EmbassySettings, config_path: Path, address: str) -> None:
+def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict[str, str]) -> None:
     """Deploy the app from a short-lived driver process, so this process stays light."""
     code = ("import ray, sys; from ray import serve; from graphs.regional import build_regional_app;"
             f"ray.init(address={address!r}, log_to_driver=False, namespace='serve');"
@@ -221,7 +228,6 @@ def deploy(settings: EmbassySettings, config_path: Path, address: str) -> None:
             f"serve.start(http_options={{'host': {settings.host!r}, 'port': {free_port()}}});"
             f"serve.run(build_regional_app({{'config': {str(config_path.resolve())!r}}}),"
             f" name='embassy-{settings.region}', route_prefix='/', blocking=False)")
-    env = {**os.environ, **offline_environment()}
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(settings.resolve(Path("."))),
                             capture_output=True, text=True)
     if result.returncode != 0:
