@@ -183,8 +183,8 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     # Ray's token auth with a token of this stack's own: other local users cannot join the
     # cluster, and a token left in ~/.ray by another Ray session cannot lock us out.
     token_file = run_dir / "ray-auth-token"
-    token_file.write_text(secrets.token_hex(32))
-    token_file.chmod(0o600)
+    with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))
     env = {**os.environ, **offline_environment(), **serve_environment(settings),
            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), STACK_MARKER: str(run_dir),
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
