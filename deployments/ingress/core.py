@@ -98,8 +98,8 @@ class ChatService:
         if self._inflight >= self.settings.requests.max_inflight:
             raise Overloaded("The server is at capacity. Please retry shortly.",
                              retry_after_s=self.settings.requests.retry_after_s)
-        if not all(self.nodes.readiness().values()):
-            down = sorted(n for n, ok in self.nodes.readiness().items() if not ok)
+        down = sorted(n for n, ok in self.nodes.readiness().items() if not ok)
+        if down:
             raise ServiceUnavailable(f"Service temporarily unavailable ({', '.join(down)} not ready). "
                                      "Please retry.", headers={"retry-after": "5"})
         self._inflight += 1
@@ -128,9 +128,13 @@ class ChatService:
         try:
             return await awaitable
         finally:
-            seconds = time.perf_counter() - t0
-            timings.add(stage, seconds * 1000)
-            metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
+            self._observe_stage(timings, stage, t0)
+
+    def _observe_stage(self, timings: StageTimings, stage: str, t0: float) -> None:
+        """Record a stage that began at `t0` in the response's timings and the histogram."""
+        seconds = time.perf_counter() - t0
+        timings.add(stage, seconds * 1000)
+        metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
 
     async def _prepare(self, ctx: RequestContext, body: ChatCompletionRequest, started: float) -> _Prepared:
         timings = StageTimings()
@@ -217,8 +221,7 @@ class ChatService:
                     finish = delta.finish_reason or finish
             finally:
                 await stream.aclose()
-                p.timings.add("llm", (time.perf_counter() - t0) * 1000)
-                metrics.STAGE_LATENCY.labels(self.region, "llm").observe(time.perf_counter() - t0)
+                self._observe_stage(p.timings, "llm", t0)
             text = "".join(parts)
         output = await self._timed(p.timings, "guardrail_output", self.nodes.check_output(ctx, text))
         if not output.allowed:
@@ -299,8 +302,7 @@ class ChatService:
             return
         finally:
             await gen.aclose()
-            p.timings.add("llm", (time.perf_counter() - t0) * 1000)
-            metrics.STAGE_LATENCY.labels(self.region, "llm").observe(time.perf_counter() - t0)
+            self._observe_stage(p.timings, "llm", t0)
         output = await self._timed(p.timings, "guardrail_output",
                                    self.nodes.check_output(p.ctx, "".join(parts)))
         if not output.allowed:
