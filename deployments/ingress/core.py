@@ -121,7 +121,8 @@ class ChatService:
             ctx=ctx, model=body.model,
             messages=tuple(Message(m.role, m.text()) for m in body.messages),
             sampling=SamplingOptions(max_tokens=limit, temperature=body.temperature, top_p=body.top_p,
-                                     stop=body.stop_sequences, seed=body.seed))
+                                     stop=body.stop_sequences, seed=body.seed,
+                                     ignore_eos=body.ignore_eos, min_tokens=body.min_tokens))
 
     async def _timed(self, timings: StageTimings, stage: str, awaitable):
         t0 = time.perf_counter()

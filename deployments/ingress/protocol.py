@@ -3,6 +3,10 @@
 Fields follow the OpenAI spec's order. Deviations: `n` must be 1; tools, function calls
 and logprobs are refused with 400 rather than silently ignored; content parts may only be
 text. Unknown fields are ignored, as OpenAI's SDKs add new ones over time.
+
+Extensions, named as in vLLM's OpenAI server so clients written for it keep working:
+`ignore_eos` (generate until `max_tokens` or a stop string) and `min_tokens` (no end of
+sequence before that many tokens). Load tests and benchmarks use them for fixed lengths.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     user: str | None = Field(None, max_length=256)
+    # vLLM extensions (see the module docstring).
+    ignore_eos: bool = False
+    min_tokens: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("stop")
     @classmethod
@@ -100,7 +107,7 @@ def parse_chat_request(data: object) -> ChatCompletionRequest:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
-        return ChatCompletionRequest.model_validate(data)
+        request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
@@ -110,3 +117,8 @@ def parse_chat_request(data: object) -> ChatCompletionRequest:
         msg = first["msg"].removeprefix("Value error, ")
         raise InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg,
                              param=param) from None
+    limit = request.completion_limit
+    if limit is not None and request.min_tokens > limit:
+        raise InvalidRequest(f"Invalid value for 'min_tokens': {request.min_tokens} is more than "
+                             f"the {limit} tokens allowed by 'max_tokens'.", param="min_tokens")
+    return request

@@ -121,7 +121,8 @@ class VLLMEngine(LLMEngine):
                 f"the messages.", param="messages")
         max_tokens = s.max_tokens if s.max_tokens is not None else min(room, self.default_max_tokens)
         return SamplingParams(max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
-                              stop=list(s.stop) or None, seed=s.seed,
+                              stop=list(s.stop) or None, seed=s.seed, ignore_eos=s.ignore_eos,
+                              min_tokens=min(s.min_tokens, max_tokens),
                               output_kind=RequestOutputKind.DELTA)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -152,7 +153,8 @@ def test_413_body_over_the_limit(live):
 
 
 def test_504_past_the_request_timeout(live):
-    body = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 2000, "temperature": 0.7}
+    body = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 2000, "ignore_eos": True,
+            "temperature": 0.7}
     before = metric(live, "embassy_llm_engine_requests_aborted_total")
     r = post(live, body, {"x-embassy-timeout-ms": "400"})
     assert_openai_error(r, 504, "timeout")
@@ -176,28 +178,59 @@ def test_twenty_concurrent_requests_all_succeed(live):
     assert len({r.id for r in results}) == 20
 
 
+def long_stream_body(**kw) -> dict:
+    """A request that streams far longer than any test waits (no end of sequence)."""
+    return {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 6000, "ignore_eos": True,
+            "temperature": 0.8, "stream": True, **kw}
+
+
+def test_ignore_eos_generates_exactly_max_tokens(live):
+    body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 40, "ignore_eos": True, "temperature": 0}
+    r = post(live, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 40
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
+async def _first_content_chunk(lines) -> None:
+    async for line in lines:
+        if line.startswith("data: ") and '"content"' in line:
+            return
+
+
 def test_429_with_retry_after_when_queues_are_full(live):
-    """More requests than the ingress admits at once: the excess get 429, the rest succeed."""
+    """With every admission slot held by a live stream, the next requests get 429 at once;
+    when the streams go away their slots are free again."""
+    headers = {"Authorization": f"Bearer {live.key}"}
+    small = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 4}
+
     async def run():
-        async with httpx.AsyncClient(timeout=300) as c:
+        limits = httpx.Limits(max_connections=MAX_INFLIGHT + 8)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as c, contextlib.AsyncExitStack() as held:
+            streams = await asyncio.gather(*[
+                held.enter_async_context(c.stream("POST", f"{live.url}/v1/chat/completions",
+                                                  json=long_stream_body(), headers=headers))
+                for _ in range(MAX_INFLIGHT)])
+            assert [s.status_code for s in streams] == [200] * MAX_INFLIGHT
+            await asyncio.gather(*[_first_content_chunk(s.aiter_lines()) for s in streams])
             return await asyncio.gather(*[
-                c.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {live.key}"},
-                       json={"model": DEFAULT_MODEL, "max_tokens": 48, "temperature": 0,
-                             "messages": [{"role": "user", "content": f"Describe incoterm {i}."}]})
-                for i in range(MAX_INFLIGHT + 16)])
-    responses = asyncio.run(run())
-    codes = [r.status_code for r in responses]
-    assert set(codes) <= {200, 429}, codes
-    assert codes.count(429) >= 1 and codes.count(200) >= MAX_INFLIGHT // 2
-    limited = next(r for r in responses if r.status_code == 429)
-    assert_openai_error(limited, 429, "queue_full")
-    assert int(limited.headers["retry-after"]) >= 1
+                c.post(f"{live.url}/v1/chat/completions", json=small, headers=headers) for _ in range(4)])
+
+    for limited in asyncio.run(run()):
+        assert_openai_error(limited, 429, "queue_full")
+        assert int(limited.headers["retry-after"]) >= 1
+    # The held streams were closed by the client: their slots and engine requests are freed.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and metric(live, "embassy_llm_engine_requests_running") > 0:
+        time.sleep(0.3)
+    assert metric(live, "embassy_llm_engine_requests_running") == 0
+    assert post(live, small).status_code == 200
 
 
 def test_disconnect_mid_stream_aborts_the_engine_request(live):
     before = metric(live, "embassy_llm_engine_requests_aborted_total")
-    body = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 3000, "temperature": 0.8, "stream": True}
-    with httpx.stream("POST", f"{live.url}/v1/chat/completions", json=body, timeout=60,
+    with httpx.stream("POST", f"{live.url}/v1/chat/completions", json=long_stream_body(), timeout=60,
                       headers={"Authorization": f"Bearer {live.key}"}) as r:
         got = 0
         for line in r.iter_lines():

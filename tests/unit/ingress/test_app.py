@@ -168,6 +168,8 @@ def test_403_model_not_allowed_and_404_unknown_model(env):
     (chat(stop=["a", "b", "c", "d", "e"]), "stop"),
     (chat(tools=[{"type": "function"}]), None),
     (chat(stream_options={"include_usage": True}), None),
+    (chat(max_tokens=4, min_tokens=5), "min_tokens"),
+    (chat(min_tokens=-1), "min_tokens"),
 ])
 def test_400_schema_violations(env, body, param):
     client, _, auth, _ = env
