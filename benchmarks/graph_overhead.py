@@ -79,8 +79,6 @@ async def one_request(client: httpx.AsyncClient, url: str, headers: dict, prompt
 
 async def load(url: str, headers: dict, concurrency: int, n: int) -> dict:
     async with httpx.AsyncClient(timeout=600) as client:
-        for p in PROMPTS[:2]:  # warm-up, not measured
-            await one_request(client, url, headers, p)
         queue = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
         samples: list[Sample] = []
 
@@ -96,6 +94,26 @@ async def load(url: str, headers: dict, concurrency: int, n: int) -> dict:
     return {"p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
             "ttft_p50_ms": 1000 * statistics.median(ttft),
             "output_tok_s": sum(s.completion_tokens for s in samples) / wall, "n": len(samples)}
+
+
+async def warm_up(url: str, headers: dict) -> None:
+    async with httpx.AsyncClient(timeout=600) as client:
+        for p in PROMPTS[:2]:
+            await one_request(client, url, headers, p)
+
+
+def measure(url: str, headers: dict, plan: list[tuple[int, int]], rounds: int) -> dict:
+    """Each concurrency level `rounds` times; the median of each figure over the rounds, so
+    one stall of this noisy machine does not decide the result."""
+    asyncio.run(warm_up(url, headers))
+    runs = {c: [] for c, _ in plan}
+    for r in range(rounds):
+        for c, n in plan:
+            runs[c].append(asyncio.run(load(url, headers, c, n)))
+            print(f"  round {r + 1}/{rounds} c={c}: {runs[c][-1]['output_tok_s']:.1f} tok/s", flush=True)
+    return {c: {key: statistics.median(run[key] for run in rs) for key in rs[0]} | {
+        "tok_s_min": min(run["output_tok_s"] for run in rs), "tok_s_max": max(run["output_tok_s"] for run in rs)}
+        for c, rs in runs.items()}
 
 
 def wait_http(url: str, proc: subprocess.Popen, seconds: float = 300) -> None:
@@ -127,7 +145,7 @@ def vllm_cli_flags(engine_args: dict) -> list[str]:
     return flags
 
 
-def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]]) -> dict:
+def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]], rounds: int) -> dict:
     port = stack.free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port),
@@ -138,18 +156,21 @@ def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return {c: asyncio.run(load(url, {}, c, n)) for c, n in plan}
+        return measure(url, {}, plan, rounds)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
 
-def run_embassy(model_store: Path, plan: list[tuple[int, int]], overrides: dict) -> dict:
+def run_embassy(model_store: Path, plan: list[tuple[int, int]], rounds: int, overrides: dict,
+                stream_batching_ms: float | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
     base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
     base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"), "model_store": str(model_store),
                  "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}},
                  "engine_overrides": {MODEL: overrides} if overrides else {}})
+    if stream_batching_ms is not None:
+        base.setdefault("requests", {})["stream_batching_interval_ms"] = stream_batching_ms
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(base))
     settings = load_settings(path, environ={})
@@ -157,7 +178,7 @@ def run_embassy(model_store: Path, plan: list[tuple[int, int]], overrides: dict)
     try:
         headers = {"Authorization": f"Bearer {create_key(settings.keys_path, 'bench')}"}
         url = f"{state.url}/v1/chat/completions"
-        return {c: asyncio.run(load(url, headers, c, n)) for c, n in plan}
+        return measure(url, headers, plan, rounds)
     finally:
         stack.stop_stack(settings)
 
@@ -166,8 +187,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests-c1", type=int, default=16)
     parser.add_argument("--requests-c8", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of each level; medians are printed")
     parser.add_argument("--stream-interval", type=int, default=None,
                         help="vLLM stream_interval for both sides (default: the manifest's)")
+    parser.add_argument("--stream-batching-ms", type=float, default=None,
+                        help="Embassy's requests.stream_batching_interval_ms (default: local.yaml's)")
     args = parser.parse_args()
     overrides = {"stream_interval": args.stream_interval} if args.stream_interval else {}
     plan = [(1, args.requests_c1), (8, args.requests_c8)]
@@ -179,16 +203,18 @@ def main() -> None:
     print(f"engine args: {engine_args}", flush=True)
 
     print("bare vLLM OpenAI server ...", flush=True)
-    bare = run_bare_vllm(prepared.path, engine_args, plan)
+    bare = run_bare_vllm(prepared.path, engine_args, plan, args.rounds)
     print("Embassy graph ...", flush=True)
-    graph = run_embassy(settings.resolve(settings.model_store), plan, overrides)
+    graph = run_embassy(settings.resolve(settings.model_store), plan, args.rounds, overrides,
+                        args.stream_batching_ms)
 
-    print(f"\n{'':22}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50':>10}{'out tok/s':>11}{'n':>5}")
+    print(f"\nmedians of {args.rounds} rounds (tok/s: min-max over the rounds)")
+    print(f"{'':22}{'p50 ms':>10}{'p99 ms':>10}{'TTFT p50':>10}{'out tok/s':>11}{'n':>5}  tok/s range")
     for c, _ in plan:
         for name, res in (("vLLM", bare[c]), ("Embassy", graph[c])):
             r = res
             print(f"c={c} {name:<17}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['ttft_p50_ms']:>10.1f}"
-                  f"{r['output_tok_s']:>11.1f}{r['n']:>5}")
+                  f"{r['output_tok_s']:>11.1f}{r['n']:>5.0f}  {r['tok_s_min']:.1f}-{r['tok_s_max']:.1f}")
         print(f"c={c} Embassy/vLLM      p50 x{graph[c]['p50_ms'] / bare[c]['p50_ms']:.3f} "
               f"(+{graph[c]['p50_ms'] - bare[c]['p50_ms']:.1f} ms), TTFT +"
               f"{graph[c]['ttft_p50_ms'] - bare[c]['ttft_p50_ms']:.1f} ms, tok/s x"

@@ -91,6 +91,10 @@ class RequestSettings(_Strict):
     retry_after_s: PositiveInt = 1
     max_completion_tokens_default: PositiveInt = Field(
         512, description="Completion cap when a request names none.")
+    stream_batching_interval_ms: NonNegativeFloat = Field(
+        20.0, description="Streamed tokens that arrive within this window after the last message "
+                          "cross the LLM -> ingress hop as one message (the first and last never "
+                          "wait). 0 sends every engine output on its own.")
     health_poll_s: PositiveFloat = Field(
         5.0, description="How often the ingress asks Serve which nodes have replicas (also on "
                          "/readyz and after a replica failure).")
