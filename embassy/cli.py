@@ -19,7 +19,11 @@ app = typer.Typer(help="Embassy: regional LLM serving over an OpenAI-compatible 
 models_app = typer.Typer(help="The model registry and the local model store.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored only as hashes).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+guard_app = typer.Typer(help="The guardrail's trained parts.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure parts of the graph on labelled data.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(guard_app, name="guard")
+app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
@@ -177,6 +181,70 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", "-t"), config: Path 
         err.print(f"[red]{config}: tenants: no tenant {tenant!r} (known: {sorted(settings.tenants)})[/red]")
         raise typer.Exit(2)
     print(create_key(settings.keys_path, tenant))
+
+
+@guard_app.command("train-injection")
+def guard_train_injection(
+        data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
+                                  help="JSON Lines of {text, label: injection|benign} (deepset_train.jsonl)."),
+        target_fpr: float = typer.Option(0.05, "--target-fpr"),
+        out: Path = typer.Option(None, "--out", help="Default: models/guard/injection.json.")) -> None:
+    """Train the prompt-injection classifier and write its weights and threshold."""
+    from deployments.guardrail.embedder import shared_embedder
+    from deployments.guardrail.evaluation import read_jsonl
+    from deployments.guardrail.injection import ARTIFACT, file_sha256, train
+
+    model = train(read_jsonl(data), shared_embedder().embed, file_sha256(data), target_fpr)
+    model.save(out or ARTIFACT)
+    console.print(f"threshold {model.threshold:.4f}, cross-validated TPR {model.meta['cv_tpr_at_threshold']} "
+                  f"at FPR <= {target_fpr} -> {out or ARTIFACT}")
+
+
+@eval_app.command("guard")
+def eval_guard(
+        task: str = typer.Option(..., "--task", help="pii | injection | topic"),
+        data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="JSON Lines file."),
+        topics: Path = typer.Option(None, "--topics", exists=True, dir_okay=False,
+                                    help="YAML of allowed/denied topics (task topic); default: the config's."),
+        config: Path = ConfigOpt,
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Measure the guard on labelled data; prints one JSON object."""
+    import yaml
+
+    from deployments.guardrail.core import EmbassyGuardrail
+    from deployments.guardrail.evaluation import eval_binary, eval_pii, read_jsonl
+    from deployments.guardrail.normalize import normalize
+
+    if task not in ("pii", "injection", "topic"):
+        err.print(f"[red]--task: {task!r} is not one of pii, injection, topic[/red]")
+        raise typer.Exit(2)
+    settings = _settings(config)
+    if topics is not None:
+        raw = settings.model_dump(mode="json")
+        raw["guardrail"]["topics"] = yaml.safe_load(topics.read_text())
+        settings = type(settings).model_validate(raw)
+    try:
+        rows = read_jsonl(data)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    guard = EmbassyGuardrail(settings)
+    if task == "pii":
+        result = eval_pii(rows, guard.detector.find)
+    elif task == "injection":
+        def flagged(text: str) -> bool:
+            text = normalize(text)
+            return guard.injection.validate(text, {"embedding": guard.embed_one(text),
+                                                   "threshold": settings.guardrail.injection_threshold}
+                                            ).outcome == "fail"
+        result = eval_binary(rows, flagged, positive="injection")
+    else:
+        def refused(text: str) -> bool:
+            return guard.topic.validate(text, {"embedding": guard.embed_one(normalize(text))}).outcome == "fail"
+        r = eval_binary(rows, refused, positive="out_of_scope")
+        result = {"n": r["n"], "accept_in_scope": round(1 - r["fpr"], 4) if r["fpr"] is not None else None,
+                  "reject_out_of_scope": r["tpr"], "latency_ms": r["latency_ms"]}
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
 def main() -> None:

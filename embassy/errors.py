@@ -43,6 +43,38 @@ class InvalidRequest(EmbassyError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
 
 
+class ContentFiltered(InvalidRequest):
+    """A prompt refused by the guardrail. Azure OpenAI's convention: 400, code
+    `content_filter`, and the category under `innererror.content_filter_result`."""
+
+    code = "content_filter"
+    _MESSAGES = {"pii": "The prompt contains personal data that this deployment does not accept.",
+                 "prompt_injection": "The prompt was flagged as a prompt-injection attempt.",
+                 "off_topic": "The prompt is outside the topics this deployment serves."}
+
+    def __init__(self, category: str, **kw: Any) -> None:
+        kw.setdefault("param", "messages")
+        message = kw.pop("message", None) or self._MESSAGES.get(category, "The prompt was refused.")
+        super().__init__(f"{message} (content filter: {category})", **kw)
+        self.category = category
+
+    def __reduce__(self):
+        return (_rebuild_filtered, (self.category, self.message, self.param))
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["innererror"] = {"code": "ResponsibleAIPolicyViolation",
+                                       "content_filter_result": {self.category: {"filtered": True}}}
+        return body
+
+
+def _rebuild_filtered(category, message, param):
+    err = ContentFiltered(category, param=param)
+    err.message = message
+    err.args = (message,)
+    return err
+
+
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 

@@ -63,13 +63,24 @@ class GenerationDelta:
 
 @dataclass(frozen=True)
 class GuardVerdict:
-    """Outcome of a guardrail check. `request` is what continues down the graph."""
+    """Outcome of a guardrail check. `request` is what continues down the graph; on output,
+    `text` is what to send and `consumed` how many characters of the checked text it covers
+    (a stream's tail is held back until the next check).
+
+    `redactions` maps the request's placeholders to the caller's values. It travels only
+    between the nodes of one request, in memory, so the answer can be re-identified for
+    that caller; it is never cached, stored or logged.
+    """
 
     allowed: bool
     action: Literal["pass", "redact", "refuse"] = "pass"
     category: str | None = None
     request: GenerationRequest | None = None
     text: str | None = None
+    consumed: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    findings: tuple[tuple[str, int, int], ...] = ()  # (type, start, end) in the normalized text
+    redactions: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class RequestSettings(_Strict):
     max_completion_tokens_default: PositiveInt = Field(
         512, description="Completion cap when a request names none.")
     stream_batching_interval_ms: NonNegativeFloat = Field(
-        20.0, description="Streamed tokens that arrive within this window after the last message "
+        50.0, description="Streamed tokens that arrive within this window after the last message "
                           "cross the LLM -> ingress hop as one message (the first and last never "
                           "wait). 0 sends every engine output on its own.")
     health_poll_s: PositiveFloat = Field(
@@ -100,10 +100,47 @@ class RequestSettings(_Strict):
                          "/readyz and after a replica failure).")
 
 
+PiiAction = Literal["redact", "block", "allow"]
+PiiType = Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "US_SSN", "UK_NINO", "AADHAAR",
+                  "PAN", "NRIC", "EMIRATES_ID", "PASSPORT", "DATE_OF_BIRTH", "PERSON", "ADDRESS"]
+
+
+class TopicSettings(_Strict):
+    """The deployment's business domain: topics as example prompts."""
+
+    allowed: dict[str, list[str]] = Field(default_factory=dict, description="Topic -> example prompts; "
+                                          "none declared means every topic is allowed.")
+    denied: dict[str, list[str]] = Field(default_factory=dict, description="Topic -> example prompts "
+                                         "refused even when close to an allowed topic.")
+    threshold: Annotated[float, Field(ge=-1, le=1)] = Field(
+        0.35, description="Least mean cosine similarity to an allowed topic's nearest examples.")
+    k: PositiveInt = 3
+
+
+class GuardrailSettings(_Strict):
+    pii: dict[PiiType, PiiAction] = Field(
+        default_factory=dict, description="Per entity type: redact (default), block or allow.")
+    ner: bool = Field(True, description="Find person names with spaCy's NER model.")
+    injection_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="Refuse at this injection score; default: the trained model's calibrated one.")
+    topics_file: Path | None = Field(
+        Path("cluster_configs/topics/customs.yaml"),
+        description="YAML of TopicSettings (relative to the project); `topics` wins when set.")
+    topics: TopicSettings | None = None
+    system_prompt: str | None = Field(
+        None, description="Put first in every conversation; an answer that repeats it is withheld.")
+    system_prompt_max_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
+    stream_hold_chars: PositiveInt = Field(
+        48, description="Streamed text held back for the output check (the longest identifier).")
+    max_guard_chars: PositiveInt = Field(20_000, description="Longest text /v1/guard accepts.")
+
+
 class TenantSettings(_Strict):
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
         description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
     models: list[Identifier] = Field(description="Model ids this tenant may call.")
+    pii: dict[PiiType, PiiAction] = Field(
+        default_factory=dict, description="Overrides of the region's PII policy for this tenant.")
 
 
 class ClusterSettings(_Strict):
@@ -143,6 +180,7 @@ class EmbassySettings(_Strict):
     graph: GraphSettings = GraphSettings()
     requests: RequestSettings = RequestSettings()
     cluster: ClusterSettings = ClusterSettings()
+    guardrail: GuardrailSettings = GuardrailSettings()
     dev_tenant: Identifier | None = Field(
         "dev", description="Tenant created with a key on first `embassy serve`; null to disable.")
 
@@ -156,6 +194,21 @@ class EmbassySettings(_Strict):
             if unknown:
                 raise ValueError(f"tenant {name!r} names models not served here: {unknown}")
         return self
+
+    def topic_settings(self) -> TopicSettings:
+        """The guard's topics: inline, else from `topics_file`, else none (all allowed)."""
+        g = self.guardrail
+        if g.topics is not None:
+            return g.topics
+        if g.topics_file is None:
+            return TopicSettings()
+        path = self.resolve(g.topics_file)
+        try:
+            return TopicSettings.model_validate(yaml.safe_load(path.read_text()) or {})
+        except FileNotFoundError:
+            raise ConfigError(f"guardrail.topics_file: {path}: file not found") from None
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ConfigError(f"guardrail.topics_file: {path}: {exc}") from None
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path

@@ -46,7 +46,11 @@ def build_from_settings(settings: EmbassySettings) -> Application:
     def node(cls, name: str, opts):
         return serve.deployment(cls, name=name).options(**opts.serve_options())
 
-    guardrail = node(GuardrailDeployment, "Guardrail", graph.guardrail).bind(raw)
+    # The guard's policies also ride in user_config, so changing them reconfigures the
+    # running replicas instead of restarting them.
+    guardrail = serve.deployment(GuardrailDeployment, name="Guardrail").options(
+        **graph.guardrail.serve_options(),
+        user_config={"guardrail": raw["guardrail"], "tenants": raw["tenants"]}).bind(raw)
     cache = node(CacheDeployment, "SemanticCache", graph.cache).bind(raw)
     retriever = node(RetrieverDeployment, "Retriever", graph.retriever).bind(raw)
     llms = {m: node(LLMDeployment, llm_deployment_name(m), graph.llm).bind(raw, m) for m in settings.models}

@@ -1,10 +1,21 @@
-"""Guardrail node core: the contract, and the pass-through used until detectors land."""
+"""Guardrail node core: the contract, a pass-through, and the real guard (`EmbassyGuardrail`).
+
+Input: normalize, redact or block PII (typed placeholders, consistent within a request),
+score every user message for prompt injection, check the last one against the declared
+business domain. Output: redact PII the caller did not send, withhold an answer that
+repeats the system prompt, then put the caller's own values back in place of placeholders.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
+from typing import Any
 
-from embassy.graph_types import GenerationRequest, GuardVerdict, RequestContext
+from deployments.guardrail.normalize import normalize
+from deployments.guardrail.pii import Redaction
+from embassy.graph_types import GenerationRequest, GuardVerdict, Message, RequestContext
+from embassy.settings import EmbassySettings
 
 
 class Guardrail(ABC):
@@ -17,8 +28,14 @@ class Guardrail(ABC):
         """
 
     @abstractmethod
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
-        """Screen an answer before it reaches the caller; `text` is what to send."""
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
+                           final: bool = True, sent: str = "") -> GuardVerdict:
+        """Screen answer text before it reaches the caller.
+
+        `text` is the part not yet sent, `sent` what the caller already has. When `final`
+        is false (mid-stream) the verdict may hold back a tail: it covers `consumed`
+        characters of `text`, and the rest comes again with the next check.
+        """
 
 
 class PassThroughGuardrail(Guardrail):
@@ -28,5 +45,135 @@ class PassThroughGuardrail(Guardrail):
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         return GuardVerdict(allowed=True, action="pass", request=request)
 
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
-        return GuardVerdict(allowed=True, action="pass", text=text)
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
+                           final: bool = True, sent: str = "") -> GuardVerdict:
+        return GuardVerdict(allowed=True, action="pass", text=text, consumed=len(text))
+
+
+class EmbassyGuardrail(Guardrail):
+    """The guard: PII, prompt injection and topic on input; leaks on output."""
+
+    def __init__(self, settings: EmbassySettings) -> None:
+        from deployments.guardrail import validators as v
+        from deployments.guardrail.embedder import shared_embedder
+        from deployments.guardrail.injection import InjectionModel
+        from deployments.guardrail.pii import PiiDetector
+
+        self._embed = shared_embedder().embed
+        self.detector = PiiDetector()
+        self.pii = v.PiiValidator(self.detector)
+        self.injection = v.PromptInjectionValidator(InjectionModel.load())
+        self.leak = v.SystemPromptLeakValidator()
+        self.topic: Any = None
+        self.configure(settings)
+        self.detector.warm_up()
+        self._embed(["warm up"])
+
+    def configure(self, settings: EmbassySettings) -> None:
+        """Apply thresholds and policies; called again on a live `user_config` change."""
+        from deployments.guardrail import validators as v
+        from deployments.guardrail.topic import TopicModel
+
+        topics = settings.topic_settings()
+        if self.topic is None or topics != self._topics:
+            self.topic = v.TopicValidator(TopicModel(topics.allowed, topics.denied, self._embed,
+                                                     topics.threshold, topics.k))
+            self._topics = topics
+        self.settings = settings
+        self.detector.use_ner = settings.guardrail.ner
+
+    def embed_one(self, text: str):
+        return self._embed([text])[0]
+
+    def policy(self, tenant: str) -> dict[str, str]:
+        t = self.settings.tenants.get(tenant)
+        return {**self.settings.guardrail.pii, **(t.pii if t else {})}
+
+    # -- input -------------------------------------------------------------------------
+
+    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
+        return self.screen_input(request)
+
+    def screen_input(self, request: GenerationRequest) -> GuardVerdict:
+        g = self.settings.guardrail
+        redaction = Redaction()
+        policy = self.policy(request.ctx.tenant)
+        messages, findings, blocked = [], [], set()
+        for m in request.messages:
+            text = normalize(m.content)
+            if m.role != "system":  # the operator's own prompt is not screened for PII
+                result = self.pii.validate(text, {"policy": policy, "redaction": redaction})
+                if result.outcome == "fail":
+                    blocked.update(result.metadata["blocked"])
+                    findings += [(s.reason, s.start, s.end) for s in result.error_spans]
+                    text = result.fix_value
+            messages.append(Message(m.role, text))
+        user = [normalize(m.content) for m in request.messages if m.role == "user"]
+        scores: dict[str, float] = {}
+        if blocked:
+            return GuardVerdict(False, "refuse", "pii", scores={}, findings=tuple(findings))
+        if user:
+            embeddings = self._embed(user)
+            injection = [self.injection.validate(t, {"embedding": e, "threshold": g.injection_threshold})
+                         for t, e in zip(user, embeddings)]
+            scores["prompt_injection"] = round(max(r.metadata["score"] for r in injection), 4)
+            topic = self.topic.validate(user[-1], {"embedding": embeddings[-1]})
+            scores["topic"] = round(topic.metadata["score"], 4)
+            if any(r.outcome == "fail" for r in injection):
+                return GuardVerdict(False, "refuse", "prompt_injection", scores=scores, findings=tuple(findings))
+            if topic.outcome == "fail":
+                return GuardVerdict(False, "refuse", "off_topic", scores=scores, findings=tuple(findings))
+        if g.system_prompt and not any(m.role == "system" for m in messages):
+            messages.insert(0, Message("system", g.system_prompt))
+        return GuardVerdict(True, "redact" if findings else "pass", "pii" if findings else None,
+                            request=replace(request, messages=tuple(messages)), scores=scores,
+                            findings=tuple(findings), redactions=redaction.mapping)
+
+    # -- output ------------------------------------------------------------------------
+
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
+                           ) -> GuardVerdict:
+        return self.screen_output(ctx.tenant, text, redactions, final, sent, system_prompts)
+
+    def screen_output(self, tenant: str, text: str, redactions: dict[str, str] | None = None,
+                      final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()) -> GuardVerdict:
+        g = self.settings.guardrail
+        cut = len(text) if final else _safe_cut(text, g.stream_hold_chars)
+        prompts = tuple(p for p in (*system_prompts, g.system_prompt) if p)
+        if prompts:
+            leak = self.leak.validate(sent + text[:cut] if final else sent + text,
+                                      {"system_prompts": prompts, "max_overlap": g.system_prompt_max_overlap})
+            if leak.outcome == "fail":
+                return GuardVerdict(False, "refuse", "system_prompt_leak", text=leak.fix_value, consumed=len(text))
+        known = Redaction.from_mapping(redactions or {})
+        result = self.pii.validate(text, {"policy": self.policy(tenant), "known": known})
+        spans = list(result.error_spans or []) if result.outcome == "fail" else []
+        for s in spans:  # never send part of an identifier: hold it back whole
+            if s.start < cut < s.end:
+                cut = s.start
+        spans = [s for s in spans if s.end <= cut]
+        # Values the caller did not send are masked by type and never mapped back.
+        out = known.restore(_mask(text[:cut], spans))
+        if spans:
+            return GuardVerdict(False, "redact", "pii_leak", text=out, consumed=cut,
+                                findings=tuple((s.reason, s.start, s.end) for s in spans))
+        return GuardVerdict(True, "pass", text=out, consumed=cut)
+
+
+def _mask(text: str, spans) -> str:
+    out, pos = [], 0
+    for s in sorted(spans, key=lambda s: s.start):
+        out += [text[pos:s.start], f"[{s.reason}]"]
+        pos = s.end
+    return "".join(out) + text[pos:]
+
+
+def _safe_cut(text: str, hold: int) -> int:
+    """Where a mid-stream check may stop: before the last `hold` characters, at a space, so
+    that an identifier still being generated is never cut and sent in part."""
+    limit = len(text) - hold
+    if limit <= 0:
+        return 0
+    cut = text.rfind(" ", 0, limit + 1)
+    return cut if cut > 0 else 0

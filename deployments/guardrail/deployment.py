@@ -1,20 +1,74 @@
-"""Ray Serve shim over the guardrail core. `graphs/` turns it into a deployment."""
+"""Ray Serve shim over the guardrail core. `graphs/` turns it into a deployment.
+
+The guard's part of the settings arrives again as `user_config` when an operator changes
+thresholds or policies: Serve calls `reconfigure` on the running replicas, no restart.
+A check that raises fails closed: the caller gets 503, never an unguarded pass.
+"""
 
 from __future__ import annotations
 
-from deployments.guardrail.core import PassThroughGuardrail
-from embassy.graph_types import GenerationRequest, GuardVerdict, RequestContext
+import logging
+from typing import Any
+
+from deployments.guardrail.core import EmbassyGuardrail
+from embassy.errors import EmbassyError, ServiceUnavailable
+from embassy.graph_types import GenerationRequest, GuardVerdict, Message, RequestContext
+from embassy.settings import EmbassySettings
+
+log = logging.getLogger("embassy.guardrail")
 
 
 class GuardrailDeployment:
     def __init__(self, settings: dict) -> None:
-        self.core = PassThroughGuardrail()
+        self._base = settings
+        self.core = EmbassyGuardrail(EmbassySettings.model_validate(settings))
+
+    def reconfigure(self, user_config: dict) -> None:
+        """`user_config` holds `guardrail` and `tenants` (the live-tunable parts)."""
+        merged = {**self._base, **{k: v for k, v in user_config.items() if k in ("guardrail", "tenants")}}
+        self.core.configure(EmbassySettings.model_validate(merged))
+
+    def _fail_closed(self, what: str, exc: Exception) -> ServiceUnavailable:
+        # Never log the text being screened; the exception type is enough to find the bug.
+        log.error("guardrail %s failed: %s", what, type(exc).__name__)
+        return ServiceUnavailable("The content filter is unavailable; the request was not processed. "
+                                  "Please retry.", code="guardrail_unavailable")
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
-        return await self.core.check_input(request)
+        try:
+            return self.core.screen_input(request)
+        except EmbassyError:
+            raise
+        except Exception as exc:
+            raise self._fail_closed("input check", exc) from None
 
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
-        return await self.core.check_output(ctx, text)
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict | None = None,
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
+                           ) -> GuardVerdict:
+        try:
+            return self.core.screen_output(ctx.tenant, text, redactions, final, sent, system_prompts)
+        except EmbassyError:
+            raise
+        except Exception as exc:
+            raise self._fail_closed("output check", exc) from None
+
+    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]:
+        """`POST /v1/guard`: the verdict on one text, with findings and the redacted text."""
+        try:
+            if direction == "input":
+                request = GenerationRequest(ctx=ctx, model="", messages=(Message("user", text),))
+                v = self.core.screen_input(request)
+                redacted = v.request.messages[-1].content if v.request else None
+            else:
+                v = self.core.screen_output(ctx.tenant, text)
+                redacted = v.text
+        except Exception as exc:
+            raise self._fail_closed("guard call", exc) from None
+        return {"allowed": v.allowed, "action": v.action,
+                "categories": [v.category] if v.category else [],
+                "scores": v.scores,
+                "findings": [{"type": t, "start": s, "end": e} for t, s, e in v.findings],
+                "text": redacted}
 
     async def ready(self) -> bool:
         return True

@@ -125,6 +125,26 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                 for m in sorted(service.context_lengths) if m in tenant.models]
         return JSONResponse({"object": "list", "data": data})
 
+    @app.post("/v1/guard")
+    async def guard(request: Request) -> Response:
+        """Screen one text: {"text", "direction": "input"|"output"} -> the guard's verdict."""
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            tenant = service.keys.authenticate(request.headers.get("authorization"))
+            raw = await read_body(request, service.settings.requests.max_body_bytes)
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidRequest("The request body is not valid JSON.") from None
+            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+                raise InvalidRequest("'text' must be a string.", param="text")
+            direction = data.get("direction", "input")
+            if direction not in ("input", "output"):
+                raise InvalidRequest("'direction' must be 'input' or 'output'.", param="direction")
+            return JSONResponse(await service.guard(tenant, data["text"], direction, request_id))
+        except Exception as exc:
+            return error_response(exc, request_id)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 
 from deployments.ingress.protocol import ChatCompletionRequest
 from embassy import metrics
-from embassy.errors import EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
+from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
     RequestTimeout, ServiceUnavailable
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Passage, RequestContext, SamplingOptions, StageTimings
@@ -47,7 +47,12 @@ class GraphNodes(ABC):
         """Deltas from the model. Closing the iterator must abort the generation."""
 
     @abstractmethod
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict: ...
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],
+                           final: bool, sent: str, system_prompts: tuple[str, ...]) -> GuardVerdict:
+        """See `deployments.guardrail.core.Guardrail.check_output`."""
+
+    @abstractmethod
+    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]: ...
 
     @abstractmethod
     def readiness(self) -> dict[str, bool]:
@@ -71,6 +76,10 @@ class _Prepared:
     guard_input: GuardVerdict
     cache: CacheLookup
     passages: list[Passage]
+
+    @property
+    def body_messages(self) -> tuple[Message, ...]:
+        return self.request.messages
 
 
 class ChatService:
@@ -142,8 +151,7 @@ class ChatService:
         request = self._generation_request(ctx, body)
         verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
         if not verdict.allowed:
-            raise InvalidRequest("The prompt was refused by the content filter.",
-                                 code="content_filter", param="messages")
+            raise ContentFiltered(verdict.category or "policy")
         request = verdict.request or request
         # Cache lookup and retrieval both work on the screened request and neither needs
         # the other's result, so they run side by side: one hop of latency, not two.
@@ -156,6 +164,19 @@ class ChatService:
         request = replace(request, passages=tuple(passages))
         return _Prepared(ctx, body, request, timings, started, verdict, cache, passages)
 
+    def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
+        system_prompts = tuple(m.content for m in p.body_messages if m.role == "system")
+        return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts)
+
+    async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str) -> dict[str, Any]:
+        """`POST /v1/guard`: screen one text with the region's guard, for this tenant."""
+        if len(text) > self.settings.guardrail.max_guard_chars:
+            raise InvalidRequest(f"'text' is longer than {self.settings.guardrail.max_guard_chars} "
+                                 "characters.", param="text")
+        ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
+        return {"request_id": request_id, "direction": direction,
+                **await self.nodes.guard(ctx, text, direction)}
+
     def _embassy_field(self, p: _Prepared, output: GuardVerdict | None) -> dict[str, Any]:
         p.timings.add("total", (time.perf_counter() - p.started) * 1000)
         return {
@@ -165,7 +186,8 @@ class ChatService:
             "cache": {"status": p.cache.status, "reason": p.cache.reason},
             "citations": [{"document_id": c.document_id, "chunk_id": c.chunk_id, "source": c.source,
                            "score": c.score, "snippet": c.text[:200]} for c in p.passages],
-            "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category},
+            "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category,
+                                    "scores": p.guard_input.scores},
                           "output": ({"action": output.action, "category": output.category}
                                      if output else None)},
         }
@@ -224,7 +246,7 @@ class ChatService:
                 await stream.aclose()
                 self._observe_stage(p.timings, "llm", t0)
             text = "".join(parts)
-        output = await self._timed(p.timings, "guardrail_output", self.nodes.check_output(ctx, text))
+        output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
         if not output.allowed:
             finish = "content_filter"
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
@@ -279,9 +301,21 @@ class ChatService:
                                             "finish_reason": finish}], **extra}
             return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
-        parts: list[str] = []
         prompt_tokens = completion_tokens = 0
         finish = None
+        pending = sent = ""  # model text not yet screened / already screened and sent
+        verdicts: list[GuardVerdict] = []
+        hold = self.settings.guardrail.stream_hold_chars
+
+        async def screen(final: bool) -> str:
+            """Pass the pending text through the output guard; return what may be sent."""
+            nonlocal pending, sent
+            v = await self._timed(p.timings, "guardrail_output", self._check_output(p, pending, final, sent))
+            verdicts.append(v)
+            sent += pending[:v.consumed]
+            pending = pending[v.consumed:]
+            return v.text or ""
+
         try:
             yield chunk({"role": "assistant", "content": ""})
             delta = first
@@ -289,9 +323,14 @@ class ChatService:
                 prompt_tokens = delta.prompt_tokens or prompt_tokens
                 completion_tokens += delta.completion_tokens
                 finish = delta.finish_reason or finish
-                if delta.text:
-                    parts.append(delta.text)
-                    yield chunk({"content": delta.text})
+                pending += delta.text
+                # Hold back the tail a detector needs; screen once enough has piled up.
+                if len(pending) >= 2 * hold:
+                    text = await screen(final=False)
+                    if text:
+                        yield chunk({"content": text})
+                    if verdicts[-1].category == "system_prompt_leak":
+                        break  # stop generating: closing the stream aborts the engine request
                 try:
                     delta = await self._with_deadline(anext(gen), deadline)
                 except StopAsyncIteration:
@@ -304,10 +343,14 @@ class ChatService:
         finally:
             await gen.aclose()
             self._observe_stage(p.timings, "llm", t0)
-        output = await self._timed(p.timings, "guardrail_output",
-                                   self.nodes.check_output(p.ctx, "".join(parts)))
-        if not output.allowed:
+        if not verdicts or verdicts[-1].category != "system_prompt_leak":
+            text = await screen(final=True)
+            if text:
+                yield chunk({"content": text})
+        filtered = [v for v in verdicts if not v.allowed]
+        if filtered:
             finish = "content_filter"
+        output = filtered[-1] if filtered else verdicts[-1]
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
         yield chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
         if include_usage:

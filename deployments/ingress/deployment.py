@@ -71,8 +71,12 @@ class RayGraphNodes(GraphNodes):
     async def retrieve(self, request: GenerationRequest) -> list[Passage]:
         return await self._call(self.retriever.retrieve, request)
 
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
-        return await self._call(self.guardrail.check_output, ctx, text)
+    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],
+                           final: bool, sent: str, system_prompts: tuple[str, ...]) -> GuardVerdict:
+        return await self._call(self.guardrail.check_output, ctx, text, redactions, final, sent, system_prompts)
+
+    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
+        return await self._call(self.guardrail.guard, ctx, text, direction)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         response = self.llms[request.model].options(stream=True).generate.remote(request)

@@ -24,6 +24,7 @@ class LiveStack:
     key: str
     restricted_key: str
     state: stack.StackState
+    strict_key: str
 
 
 def e2e_config(tmp: Path, model_store: Path) -> Path:
@@ -32,7 +33,8 @@ def e2e_config(tmp: Path, model_store: Path) -> Path:
         "state_dir": str(tmp / "state"), "model_store": str(model_store),
         "models": [DEFAULT_MODEL], "dev_tenant": None,
         "tenants": {"acme": {"jurisdiction": "EU", "models": [DEFAULT_MODEL]},
-                    "restricted": {"jurisdiction": "US", "models": []}},
+                    "restricted": {"jurisdiction": "US", "models": []},
+                    "strict": {"jurisdiction": "EU", "models": [DEFAULT_MODEL], "pii": {"EMAIL": "block"}}},
         "cluster": {"num_cpus": 4, "object_store_mb": 256, "pin_services_to_reserved_cpu": True},
         "graph": {"llm": {"num_cpus": 1.0, "max_ongoing_requests": 32, "max_queued_requests": 64}},
         "requests": {"max_body_bytes": 131072, "timeout_s": 60, "max_inflight": MAX_INFLIGHT,
@@ -52,6 +54,7 @@ def live(prepared_model, tmp_path_factory) -> LiveStack:
     state = stack.start_stack(settings, path, progress=lambda msg: print(f"[stack] {msg}"))
     try:
         yield LiveStack(state.url, settings, create_key(settings.keys_path, "acme"),
-                        create_key(settings.keys_path, "restricted"), state)
+                        create_key(settings.keys_path, "restricted"), state,
+                        create_key(settings.keys_path, "strict"))
     finally:
         stack.stop_stack(settings)

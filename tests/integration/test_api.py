@@ -185,7 +185,7 @@ def long_stream_body(**kw) -> dict:
 
 
 def test_ignore_eos_generates_exactly_max_tokens(live):
-    body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Say hi."}],
+    body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "What is a bill of lading?"}],
             "max_tokens": 40, "ignore_eos": True, "temperature": 0}
     r = post(live, body)
     assert r.status_code == 200, r.text

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import DEFAULT_MODEL
 
 pytestmark = pytest.mark.e2e
-BODY = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+BODY = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "What is an HS code?"}], "max_tokens": 2}
 
 
 def _llm_replica_pids() -> list[int]:

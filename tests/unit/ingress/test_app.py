@@ -59,8 +59,12 @@ class FakeGraphNodes(GraphNodes):
             if not done:
                 self.aborted += 1
 
-    async def check_output(self, ctx: RequestContext, text: str) -> GuardVerdict:
-        return GuardVerdict(allowed=True, text=text)
+    async def check_output(self, ctx: RequestContext, text: str, redactions=None, final=True, sent="",
+                           system_prompts=()) -> GuardVerdict:
+        return GuardVerdict(allowed=True, text=text, consumed=len(text))
+
+    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
+        return {"allowed": True, "text": text}
 
     def readiness(self) -> dict[str, bool]:
         return {"llm": self.ready}

