@@ -185,8 +185,9 @@ def keys_create(tenant: str = typer.Option(..., "--tenant", "-t"), config: Path 
 
 @guard_app.command("train-injection")
 def guard_train_injection(
-        data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
-                                  help="JSON Lines of {text, label: injection|benign} (deepset_train.jsonl)."),
+        data: list[Path] = typer.Option(..., "--data", exists=True, dir_okay=False,
+                                        help="JSON Lines of {text, label: injection|benign}; repeat for "
+                                             "several (deepset_train.jsonl, models/guard/injection_extra.jsonl)."),
         target_fpr: float = typer.Option(0.05, "--target-fpr"),
         out: Path = typer.Option(None, "--out", help="Default: models/guard/injection.json.")) -> None:
     """Train the prompt-injection classifier and write its weights and threshold."""
@@ -194,7 +195,9 @@ def guard_train_injection(
     from deployments.guardrail.evaluation import read_jsonl
     from deployments.guardrail.injection import ARTIFACT, file_sha256, train
 
-    model = train(read_jsonl(data), shared_embedder().embed, file_sha256(data), target_fpr)
+    rows = [row for path in data for row in read_jsonl(path)]
+    sources = {path.name: file_sha256(path) for path in data}
+    model = train(rows, shared_embedder().embed, sources, target_fpr)
     model.save(out or ARTIFACT)
     console.print(f"threshold {model.threshold:.4f}, cross-validated TPR {model.meta['cv_tpr_at_threshold']} "
                   f"at FPR <= {target_fpr} -> {out or ARTIFACT}")

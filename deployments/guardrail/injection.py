@@ -2,7 +2,10 @@
 hand-built features (instruction override, role-play framing, prompt extraction, delimiter
 and system-prompt spoofing, encoded payloads), in English and German as the training data is.
 
-Trained only on ../shared/data/injection/deepset_train.jsonl (`embassy guard train-injection`);
+Trained only on ../shared/data/injection/deepset_train.jsonl plus models/guard/injection_extra.jsonl,
+prompts written for Embassy's own domain (customs requests, pasted documents, and attacks
+dressed as shipment notes), without which every imperative business request looked like an
+attack to a model that had seen no customs text (`embassy guard train-injection`);
 the weights ship in models/guard/injection.json, so serving needs neither the data nor sklearn's
 training at start. The threshold is chosen on cross-validated training scores for a false
 positive rate of at most `target_fpr` there.
@@ -84,11 +87,12 @@ def _encoded_payload(text: str) -> float:
 def hand_features(text: str) -> np.ndarray:
     values = [1.0 if rx.search(text) else 0.0 for _, rx in FEATURES]
     values.append(_encoded_payload(text))
-    values.append(min(len(text), 2000) / 2000)
     return np.asarray(values, dtype=np.float32)
 
 
-FEATURE_NAMES = [name for name, _ in FEATURES] + ["encoded_payload", "length"]
+# No length feature: the training injections run longer than its benign prompts, and a
+# length feature learned to flag any long document (an invoice pasted in) as an attack.
+FEATURE_NAMES = [name for name, _ in FEATURES] + ["encoded_payload"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class InjectionModel:
                                     "meta": self.meta}, indent=1) + "\n")
 
 
-def train(rows: list[dict], embed, data_sha256: str, target_fpr: float = 0.05) -> InjectionModel:
+def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 0.05) -> InjectionModel:
     """Fit on labelled rows ({"text", "label": "injection"|"benign"}); choose the threshold
     on 5-fold cross-validated scores so that at most `target_fpr` of benign rows are flagged."""
     from sklearn.linear_model import LogisticRegression
@@ -132,7 +136,7 @@ def train(rows: list[dict], embed, data_sha256: str, target_fpr: float = 0.05) -
     cv_tpr = float((cv[y == 1] > threshold).mean())
     clf.fit(x, y)
     meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES, "train_rows": len(rows),
-            "train_sha256": data_sha256, "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
+            "train_sha256": sources, "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
     return InjectionModel(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), threshold, meta)
 
 

@@ -31,7 +31,7 @@ def test_prompt_injection_is_refused_with_content_filter(live, stream):
 
 
 def test_off_topic_is_refused(live):
-    assert_refused(post(live, chat("Write me a poem about the ocean and the moon.")), "off_topic")
+    assert_refused(post(live, chat("What is the best recipe for lasagna?")), "off_topic")
 
 
 def test_a_tenant_policy_can_block_a_pii_type(live):
