@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Callable, Iterable
 
 from deployments.guardrail import checksums
@@ -63,6 +63,8 @@ def _phone(s: str) -> bool:
     # check digits, are not phone numbers.
     if re.fullmatch(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}|\d{3}[- ]\d{2}[- ]\d{4}", s):
         return False
+    if re.match(r"\d{4}-\d{2}-\d{2}", s) or re.fullmatch(r"\d{5}[ -]\d{1,3}", s):  # timestamps; "48334 36"
+        return False
     return len(re.findall(r"(?<!\d)\d{4}(?!\d)", s)) < 3
 
 
@@ -71,8 +73,8 @@ _STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|
                  r"Circle|Trail|Row|Crescent|Close|Gardens|Hill|Dale|Park|Forges?|Mews|Walk|Alley|"
                  r"Plaza|Passage|Port|Ridge|View|Path|Pike|Green")
 # Street names whose type is a suffix of one word (German, Nordic, Dutch ...).
-_STREET_SUFFIX = r"[A-ZÀ-Þ][\w'’-]*(?:strasse|straße|str\.|gasse|weg|allee|platz|ring|damm|gatan|vägen|" \
-                 r"gade|vej|veien|katu|tie|braut|gata|laan|straat|plein|gracht)"
+_STREET_SUFFIX = r"[A-ZÀ-Þa-zà-þ][\w'’-]*(?:strasse|straße|str\.|gasse|weg|allee|platz|damm|gatan|vägen|" \
+                 r"gade|vej|veien|katu|kuja|braut|gata|laan|straat|plein|gracht|útja|utca)"
 _STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Rua|Carrer|ul\.|ulica|Av\.)"
 _CAP = r"[A-ZÀ-Þ][\w'’.-]*"
 _UNIT = r"(?:,?\s*(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.?|Box)\s*\d+\w?)?"
@@ -81,14 +83,19 @@ _ADDRESS = re.compile(
     rf"|\b(?:\d{{1,6}}\s+)?{_STREET_SUFFIX}\s+\d{{1,5}}\w?\b{_UNIT}"
     rf"|\b(?:\d{{1,6}}\s+)?{_STREET_PREFIX}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
     rf"|\b(?:Apt\.?|Apartment|Suite|Unit)\s+\d{{1,5}}\b"
+    # house number (or postcode), a street name of one to three words, a number: "91215 Harjukuja 54"
+    rf"|\b\d{{3,5}}\s+{_CAP}(?:\s+[\w'’.-]+){{0,2}}\s+\d{{1,5}}\b(?![.,]\d){_UNIT}"
+    # military and diplomatic mail: "USNS Sekerková FPO AA 65728", "Unit 7194 Box 5854 DPO AE 73472"
+    rf"|(?i:\b(?:USNS|USNV|USS|USCGC)\s+[\w'’-]+(?:\s+[\w'’-]+)?\s+FPO\s+A[AEP]\s+\d{{5}}\b)"
+    rf"|(?i:\b(?:PSC|Unit)\s+\d{{4}},?\s+Box\s+\d{{4}}\s+[AD]PO\s+A[AEP]\s+\d{{5}}\b)"
     rf"|\b(?:P\.?\s?O\.?\s+Box|PSC|Unit)\s+\d{{3,5}}(?:,?\s+Box\s+\d{{3,5}})?")
 
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("EMAIL", re.compile(r"\b[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b"), priority=5),
     _Pattern("IBAN", re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?\b"),
              lambda m: checksums.iban(m.group(0)), priority=5),
-    _Pattern("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
-             lambda m: 13 <= len(_digits(m.group(0))) <= 19 and checksums.luhn(_digits(m.group(0)))
+    _Pattern("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){11,18}\d\b"),
+             lambda m: 12 <= len(_digits(m.group(0))) <= 19 and not m.string[:m.start()].endswith("+") and checksums.luhn(_digits(m.group(0)))
              and not _digits(m.group(0)).startswith("784"), priority=4),
     _Pattern("EMIRATES_ID", re.compile(r"\b784[ -]?\d{4}[ -]?\d{7}[ -]?\d\b"),
              lambda m: checksums.luhn(_digits(m.group(0))), priority=5),
@@ -112,12 +119,64 @@ _PATTERNS: tuple[_Pattern, ...] = (
         r"|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"), group=1, priority=5),
     _Pattern("PHONE", re.compile(
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-]?|001-)?(?:\(0\)[ ]?)?(?:\(\d{1,4}\)[ .-]?)?"
-        r"\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])"),
+        r"\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)"),
         lambda m: _phone(m.group(0).strip()), priority=2),
     _Pattern("ADDRESS", _ADDRESS, priority=3),
+    # A postcode after a country name, the last line of an address: "Belgium 42940".
+    _Pattern("ADDRESS", re.compile(r"\b([A-Z][a-z]+(?: [A-Z][a-z]+)?) (\d{4,5})\b"),
+             lambda m: m.group(1) in _countries(), group=2, priority=3),
+    # After words that introduce an address, a capitalised name and a number: "lives on Peter Zuidhove 188".
+    _Pattern("ADDRESS", re.compile(rf"\b(?:lives|lived|located|is|are|station|office|shop) (?:on|at) "
+                                   rf"({_CAP}(?:\s+[\w'’-]+){{0,3}}\s+\d{{1,5}}\b)"), group=1, priority=3),
 )
 
-_PERSON_STOP = {"i", "you", "he", "she", "we", "they", "hi", "hello", "dear", "mr", "mrs", "ms", "dr"}
+_PERSON_STOP = {"i", "you", "he", "she", "we", "they", "hi", "hello", "dear", "mr", "mrs", "ms", "dr",
+                "on", "at", "in", "when", "the", "a", "an", "not", "also", "just", "so", "very", "from", "of"}
+
+# First names that are also common English words or places: left to the NER model.
+_NOT_NAMES = {"Will", "May", "June", "April", "August", "Grace", "Hope", "Joy", "Faith", "Rose", "Key",
+              "Mark", "Bill", "Frank", "Art", "Guy", "Chase", "Hunter", "Page", "Major", "Summer", "Winter",
+              "Lane", "Dale", "Glen", "Park", "Rich", "Sky", "Angel", "Case", "Star", "Love", "Sunny",
+              "Paris", "Florence", "Victoria", "Jordan", "China", "India", "Georgia", "Virginia", "Carolina",
+              "Austin", "Houston", "Dallas", "Sydney", "Chelsea", "Brooklyn", "Memphis", "Savannah", "Phoenix",
+              "Independence", "Liberty", "Justice", "Royal", "Gay", "Don", "Long", "Young", "Say", "Man",
+              "The", "Via", "Rue", "Street", "Suite", "Unit", "Box", "Line", "Item", "Total", "Customs",
+              "Invoice", "Can", "Danish", "German", "French", "English", "Campo", "Princess", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+# After "my name is" a name may be lower case; after the weaker cues it must be capitalised.
+_NAME_TRIGGER = re.compile(
+    r"(?i:\b(?:my name is|name is|call me|name:|last name\?|surname\?)\s+)([A-Za-zÀ-ÿ'’-]{2,}(?:\s+[A-Z][A-Za-zÀ-ÿ'’.-]+)?)"
+    r"|(?i:\b(?:named|called|i am|i'm|dear|mr\.?|mrs\.?|ms\.?|dr\.?|prof\.?|regards,?)\s+)"
+    r"([A-ZÀ-Þ][a-zà-ÿ'’-]+(?:\s+[A-Z][A-Za-zÀ-ÿ'’.-]+)?)")
+_SURNAMES = re.compile(r"(?:\s(?:[A-Z]\.|[A-ZÀ-Þ][\w'’-]+)){0,2}")
+_CAPWORD = re.compile(r"\b[A-ZÀ-Þ][a-zà-ÿ'’-]{2,}\b")
+
+
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    from faker.providers.address.en import Provider
+
+    return frozenset(Provider.countries)
+
+
+@lru_cache(maxsize=1)
+def _first_names() -> frozenset[str]:
+    """First names of the Latin-script locales that Faker ships (a public name list)."""
+    import importlib
+    import pkgutil
+
+    import faker.providers.person as person
+
+    names: set[str] = set()
+    for mod in pkgutil.iter_modules(person.__path__):
+        try:
+            provider = importlib.import_module(f"{person.__name__}.{mod.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            values = getattr(provider, attr, ())
+            if isinstance(values, (list, tuple, dict)):
+                names.update(n for n in values if isinstance(n, str))
+    return frozenset(n for n in names if re.fullmatch(r"[A-ZÀ-Þ][a-zà-ÿ'’-]{2,}", n)) - _NOT_NAMES
 
 
 class PiiDetector:
@@ -149,12 +208,29 @@ class PiiDetector:
                 if p.valid(m):
                     s, e = m.span(p.group)
                     candidates.append((p.priority, Finding(p.type, s, e, text[s:e])))
-        if "PERSON" in wanted and self.use_ner:
+        if "PERSON" in wanted:
+            candidates += [(2, f) for f in self._names(text)]
+        return _resolve_overlaps(candidates)
+
+    def _names(self, text: str) -> list[Finding]:
+        """NER names, names introduced by a phrase ("my name is"), and capitalised words in the
+        first-name list, each extended over a following capitalised surname."""
+        found = []
+        if self.use_ner:
             for ent in self._nlp(text).ents:
                 if ent.label_ == "PERSON" and ent.text.strip().lower() not in _PERSON_STOP:
-                    s, e = ent.start_char, ent.end_char
-                    candidates.append((2, Finding("PERSON", s, e, text[s:e], 0.85)))
-        return _resolve_overlaps(candidates)
+                    found.append(Finding("PERSON", ent.start_char, ent.end_char, ent.text, 0.85))
+        for m in _NAME_TRIGGER.finditer(text):
+            g = 1 if m.group(1) else 2
+            if m.group(g).lower() not in _PERSON_STOP:
+                found.append(Finding("PERSON", m.start(g), m.end(g), m.group(g), 0.7))
+        names = _first_names()
+        for m in _CAPWORD.finditer(text):
+            if m.group(0) in names:
+                end = m.end() + _SURNAMES.match(text, m.end()).end() - m.end()
+                found.append(Finding("PERSON", m.start(), end, text[m.start():end], 0.6))
+        return found
+
 
 
 def _resolve_overlaps(candidates: list[tuple[int, Finding]]) -> list[Finding]:
