@@ -131,6 +131,23 @@ def status(config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json
 
 
 @app.command()
+def apply(config: Path = ConfigOpt) -> None:
+    """Apply a changed region file to the running stack. Guardrail policies and thresholds
+    (and the topics file's content) change in place, without restarting any replica. Edit
+    the file the stack was started with: Serve treats another path as new code and rolls
+    every replica."""
+    from embassy import stack
+
+    settings = _settings(config)
+    try:
+        state = stack.apply_config(settings, config)
+    except RuntimeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(f"applied {config} to {state.url}")
+
+
+@app.command()
 def stop(config: Path = ConfigOpt) -> None:
     """Stop the stack started by `embassy serve` with this config."""
     from embassy import stack

@@ -185,9 +185,7 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     token_file = run_dir / "ray-auth-token"
     with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(secrets.token_hex(32))
-    env = {**os.environ, **offline_environment(), **serve_environment(settings),
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), STACK_MARKER: str(run_dir),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    env = stack_environment(settings, run_dir)
 
     progress("starting Ray head node")
     proc, address, temp_dir = _start_ray_head(settings, run_dir, env)
@@ -219,17 +217,36 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
         raise
 
 
-def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict[str, str]) -> None:
-    """Deploy the app from a short-lived driver process, so this process stays light."""
-    code = ("import ray, sys; from ray import serve; from graphs.regional import build_regional_app;"
-            f"ray.init(address={address!r}, log_to_driver=False, namespace='serve');"
-            # The ingress replica serves settings.port itself (direct ingress); Serve's own
-            # proxy is kept off it, on a spare port.
-            f"serve.start(http_options={{'host': {settings.host!r}, 'port': {free_port()}}});"
-            f"serve.run(build_regional_app({{'config': {str(config_path.resolve())!r}}}),"
-            f" name='embassy-{settings.region}', route_prefix='/', blocking=False)")
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(settings.resolve(Path("."))),
-                            capture_output=True, text=True)
+def stack_environment(settings: EmbassySettings, run_dir: Path) -> dict[str, str]:
+    return {**os.environ, **offline_environment(), **serve_environment(settings),
+            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), STACK_MARKER: str(run_dir),
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token")}
+
+
+def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
+    """Deploy a changed region file to the running stack. Serve updates what changed: the
+    guardrail's policies and thresholds (its `user_config`) in place on running replicas;
+    anything else by rolling the affected deployment.
+
+    Raises:
+        RuntimeError: no stack runs on this settings' port.
+    """
+    state = read_state(settings)
+    if state is None or not _process_alive(state.pid):
+        raise RuntimeError(f"no stack runs on port {settings.port}; start one with `embassy serve`")
+    run_dir = settings.resolve(settings.state_dir) / f"run-{settings.port}"
+    deploy(settings, config_path, state.gcs_address, stack_environment(settings, run_dir), wait_s=300)
+    return state
+
+
+def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict[str, str],
+           wait_s: float = 0) -> None:
+    """Hand the app to Serve from a short-lived driver process (embassy/serve_driver.py),
+    so this process stays light."""
+    cmd = [sys.executable, "-m", "embassy.serve_driver", "--address", address,
+           "--config", str(config_path.resolve()), "--app", f"embassy-{settings.region}",
+           "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s)]
+    result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-40:])
         raise RuntimeError(f"deploying the app failed (replica logs: <state_dir>/run-{settings.port}/logs):\n{tail}")

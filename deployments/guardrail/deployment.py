@@ -19,14 +19,24 @@ log = logging.getLogger("embassy.guardrail")
 
 
 class GuardrailDeployment:
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, settings: dict, user_config: dict | None = None) -> None:
+        """`settings` without the live parts (graphs.regional.static_settings); Serve then
+        calls `reconfigure` with them. `user_config` here serves callers without Serve."""
         self._base = settings
-        self.core = EmbassyGuardrail(EmbassySettings.model_validate(settings))
+        self.core: EmbassyGuardrail | None = None
+        if user_config is not None:
+            self.reconfigure(user_config)
 
     def reconfigure(self, user_config: dict) -> None:
-        """`user_config` holds `guardrail` and `tenants` (the live-tunable parts)."""
-        merged = {**self._base, **{k: v for k, v in user_config.items() if k in ("guardrail", "tenants")}}
-        self.core.configure(EmbassySettings.model_validate(merged))
+        """`user_config`: {"guardrail": live guard fields, "tenant_pii": {tenant: policy}}."""
+        merged = {**self._base, "guardrail": {**self._base.get("guardrail", {}), **user_config["guardrail"]},
+                  "tenants": {name: {**t, "pii": user_config.get("tenant_pii", {}).get(name, {})}
+                              for name, t in self._base.get("tenants", {}).items()}}
+        settings = EmbassySettings.model_validate(merged)
+        if self.core is None:
+            self.core = EmbassyGuardrail(settings)
+        else:
+            self.core.configure(settings)
 
     def _fail_closed(self, what: str, exc: Exception) -> ServiceUnavailable:
         # Never log the text being screened; the exception type is enough to find the bug.
@@ -71,4 +81,4 @@ class GuardrailDeployment:
                 "text": redacted}
 
     async def ready(self) -> bool:
-        return True
+        return self.core is not None

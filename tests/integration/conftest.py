@@ -25,6 +25,7 @@ class LiveStack:
     restricted_key: str
     state: stack.StackState
     strict_key: str
+    config_path: Path
 
 
 def e2e_config(tmp: Path, model_store: Path) -> Path:
@@ -55,6 +56,6 @@ def live(prepared_model, tmp_path_factory) -> LiveStack:
     try:
         yield LiveStack(state.url, settings, create_key(settings.keys_path, "acme"),
                         create_key(settings.keys_path, "restricted"), state,
-                        create_key(settings.keys_path, "strict"))
+                        create_key(settings.keys_path, "strict"), path)
     finally:
         stack.stop_stack(settings)

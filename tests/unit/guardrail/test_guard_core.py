@@ -103,10 +103,15 @@ def test_a_raising_validator_fails_closed_with_503(monkeypatch):
 
 
 def test_policy_change_applies_on_reconfigure_without_a_new_replica():
-    dep = GuardrailDeployment(settings().model_dump(mode="json"))
+    from graphs.regional import guard_user_config, static_settings
+
+    raw = settings().model_dump(mode="json")
+    dep = GuardrailDeployment(static_settings(raw), guard_user_config(raw))
     core = dep.core
     assert dep.core.screen_input(ask("HS code for jane@example.com's laptop?")).allowed
-    dep.reconfigure({"guardrail": {"pii": {"EMAIL": "block"}}, "tenants": settings().model_dump(mode="json")["tenants"]})
+    raw["guardrail"]["pii"] = {"EMAIL": "block"}
+    assert static_settings(raw) == static_settings(settings().model_dump(mode="json"))  # no restart
+    dep.reconfigure(guard_user_config(raw))
     assert dep.core is core
     assert not dep.core.screen_input(ask("HS code for jane@example.com's laptop?")).allowed
 
