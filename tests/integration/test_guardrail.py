@@ -96,3 +96,46 @@ def test_input_over_the_size_limit_is_refused_before_the_guard_runs(live):
     big = chat("customs " + "x" * 200_000)
     assert_openai_error(post(live, big), 413, "payload_too_large")
     assert metric(live, "embassy_stage_latency_seconds_count", stage="guardrail_input") == before
+
+
+def stream_text(live, body: dict) -> tuple[str, str | None, dict]:
+    """Concatenated content, finish_reason and the `embassy` object of a streamed answer."""
+    import json
+    text, finish, extension = "", None, {}
+    with httpx.stream("POST", f"{live.url}/v1/chat/completions", json={**body, "stream": True}, timeout=120,
+                      headers={"Authorization": f"Bearer {live.key}"}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices", []):
+                    text += choice["delta"].get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+                extension = chunk.get("embassy") or extension
+    return text, finish, extension
+
+
+# These two depend on what the default model answers at temperature 0 (greedy decoding is
+# deterministic for a given model and engine): it repeats the placeholder it was given, and
+# it invents a name when asked for an example.
+
+def test_the_callers_own_values_come_back_in_place_of_placeholders(live):
+    body = chat("The importer of record is Maria Gonzalez. Who is the importer of record on this "
+                "customs declaration?", max_tokens=40)
+    r = post(live, body).json()
+    assert r["embassy"]["guardrail"]["input"]["category"] == "pii"
+    assert "Maria Gonzalez" in r["choices"][0]["message"]["content"]
+    assert "<PERSON_1>" not in r["choices"][0]["message"]["content"]
+    text, finish, _ = stream_text(live, body)
+    assert text == r["choices"][0]["message"]["content"] and finish == r["choices"][0]["finish_reason"]
+
+
+def test_output_pii_the_caller_did_not_send_is_masked_streamed_or_not(live):
+    body = chat("Write an example e-mail address for a customs broker.", max_tokens=40)
+    r = post(live, body).json()
+    content = r["choices"][0]["message"]["content"]
+    assert r["choices"][0]["finish_reason"] == "content_filter"
+    assert r["embassy"]["guardrail"]["output"] == {"action": "redact", "category": "pii_leak"}
+    assert "[PERSON]" in content
+    text, finish, extension = stream_text(live, body)
+    assert (text, finish) == (content, "content_filter")
+    assert extension["guardrail"]["output"]["category"] == "pii_leak"
