@@ -71,7 +71,16 @@ def _phone(s: str) -> bool:
 _STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|Boulevard|Blvd\.?|"
                  r"Way|Court|Ct\.?|Place|Pl\.?|Square|Sq\.?|Terrace|Parkway|Pkwy|Highway|Hwy|"
                  r"Circle|Trail|Row|Crescent|Close|Gardens|Hill|Dale|Park|Forges?|Mews|Walk|Alley|"
-                 r"Plaza|Passage|Port|Ridge|View|Path|Pike|Green")
+                 r"Plaza|Passage|Port|Ridge|View|Path|Pike|Green|Isle|Loop|Lodge|Flats?|Extensions?|"
+                 r"Station|Springs?|Shoals?|Points?|Valley|Villages?|Vista|Wells?|Heights|Harbor|"
+                 r"Junction|Meadows?|Mills?|Orchard|Parks|Pines|Plains?|Prairie|Ranch|Shores?|Summit|"
+                 r"Track|Trafficway|Tunnel|Turnpike|Underpass|Union|Unions|Viaduct|Ways|Burgs?|Brooks?|"
+                 r"Bypass|Camp|Canyon|Causeway|Cliffs?|Common|Corners?|Coves?|Creek|Crest|Crossing|Curve|"
+                 r"Divide|Estates?|Expressway|Falls?|Ferry|Fields?|Fords?|Forest|Forks?|Fort|Freeway|"
+                 r"Garden|Gateway|Glens?|Greens?|Grove|Haven|Hollow|Inlet|Island|Islands|Key|Knolls?|"
+                 r"Lakes?|Landing|Light|Locks?|Manor|Motorway|Mount|Mountain|Neck|Overpass|Pass|Radial|"
+                 r"Ramp|Rapids?|Rest|Route|Run|Shoal|Spur|Squares|Stream|Stravenue|Streets|Throughway|"
+                 r"Trace|Trail|Village|Ville")
 # Street names whose type is a suffix of one word (German, Nordic, Dutch ...).
 _STREET_SUFFIX = r"[A-ZÀ-Þa-zà-þ][\w'’-]*(?:strasse|straße|str\.|gasse|weg|allee|platz|damm|gatan|vägen|" \
                  r"gade|vej|veien|katu|kuja|braut|gata|laan|straat|plein|gracht|útja|utca)"
@@ -119,9 +128,12 @@ _PATTERNS: tuple[_Pattern, ...] = (
         r"|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"), group=1, priority=5),
     _Pattern("PHONE", re.compile(
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-]?|001-)?(?:\(0\)[ ]?)?(?:\(\d{1,4}\)[ .-]?)?"
-        r"\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)"),
+        r"(?:\d{10,11}|\d{2,5}(?:[ .-]\d{2,8}){0,4})(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)"),
         lambda m: _phone(m.group(0).strip()), priority=2),
     _Pattern("ADDRESS", _ADDRESS, priority=3),
+    # A named street without a number after "on"/"at": "shows on Berg Hills Street".
+    _Pattern("ADDRESS", re.compile(rf"\b(?:on|at|and)\s+((?:{_CAP}\s+){{1,3}}(?:{_STREET_WORDS})\b)"),
+             group=1, priority=3),
     # A postcode after a country name, the last line of an address: "Belgium 42940".
     _Pattern("ADDRESS", re.compile(r"\b([A-Z][a-z]+(?: [A-Z][a-z]+)?) (\d{4,5})\b"),
              lambda m: m.group(1) in _countries(), group=2, priority=3),
@@ -158,9 +170,31 @@ def _countries() -> frozenset[str]:
     return frozenset(Provider.countries)
 
 
+_NAME_ATTRS = {"first": ("first_names", "first_names_male", "first_names_female"), "last": ("last_names",)}
+
+
 @lru_cache(maxsize=1)
-def _first_names() -> frozenset[str]:
-    """First names of the Latin-script locales that Faker ships (a public name list)."""
+def _vocab() -> frozenset[str]:
+    from deployments.guardrail.embedder import model_path
+
+    return frozenset((model_path() / "vocab.txt").read_text(encoding="utf-8").split())
+
+
+def _ordinary_word(text: str) -> bool:
+    """An NER "name" that is a pronoun or greeting, or a country (France, Cyprus)."""
+    return text.lower() in _PERSON_STOP or text in _countries()
+
+
+@lru_cache(maxsize=1)
+def _rare_last_names() -> frozenset[str]:
+    """Surnames that are not also ordinary words: a surname whose lower case is a whole word
+    in the MiniLM tokenizer's vocabulary (Brown, Hill, Young) is left to the NER model."""
+    return frozenset(n for n in _first_names("last") if n.lower() not in _vocab())
+
+
+@lru_cache(maxsize=2)
+def _first_names(kind: str = "first") -> frozenset[str]:
+    """First (or last) names of the Latin-script locales that Faker ships (a public name list)."""
     import importlib
     import pkgutil
 
@@ -172,7 +206,7 @@ def _first_names() -> frozenset[str]:
             provider = importlib.import_module(f"{person.__name__}.{mod.name}").Provider
         except (ImportError, AttributeError):
             continue
-        for attr in ("first_names", "first_names_male", "first_names_female"):
+        for attr in _NAME_ATTRS[kind]:
             values = getattr(provider, attr, ())
             if isinstance(values, (list, tuple, dict)):
                 names.update(n for n in values if isinstance(n, str))
@@ -213,24 +247,26 @@ class PiiDetector:
         return _resolve_overlaps(candidates)
 
     def _names(self, text: str) -> list[Finding]:
-        """NER names, names introduced by a phrase ("my name is"), and capitalised words in the
-        first-name list, each extended over a following capitalised surname."""
+        """NER names, names introduced by a phrase ("my name is"), capitalised words in the
+        first-name list (extended over a following capitalised surname), and surnames that
+        are not also ordinary words."""
         found = []
         if self.use_ner:
             for ent in self._nlp(text).ents:
-                if ent.label_ == "PERSON" and ent.text.strip().lower() not in _PERSON_STOP:
+                if ent.label_ == "PERSON" and not _ordinary_word(ent.text.strip()):
                     found.append(Finding("PERSON", ent.start_char, ent.end_char, ent.text, 0.85))
         for m in _NAME_TRIGGER.finditer(text):
             g = 1 if m.group(1) else 2
             if m.group(g).lower() not in _PERSON_STOP:
                 found.append(Finding("PERSON", m.start(g), m.end(g), m.group(g), 0.7))
-        names = _first_names()
+        names, surnames = _first_names(), _rare_last_names()
         for m in _CAPWORD.finditer(text):
-            if m.group(0) in names:
+            if m.group(0) in surnames:
+                found.append(Finding("PERSON", m.start(), m.end(), m.group(0), 0.5))
+            elif m.group(0) in names:
                 end = m.end() + _SURNAMES.match(text, m.end()).end() - m.end()
                 found.append(Finding("PERSON", m.start(), end, text[m.start():end], 0.6))
         return found
-
 
 
 def _resolve_overlaps(candidates: list[tuple[int, Finding]]) -> list[Finding]:
