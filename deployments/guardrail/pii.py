@@ -88,9 +88,9 @@ _STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Rua
 _CAP = r"[A-ZÀ-Þ][\w'’.-]*"
 _UNIT = r"(?:,?\s*(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.?|Box)\s*\d+\w?)?"
 _ADDRESS = re.compile(
-    rf"\b\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}(?:{_STREET_WORDS})\b(?:\s+\d{{1,5}}\b)?{_UNIT}"
+    rf"\b\d{{1,6}}(?:\s+\d{{1,5}})?\s+(?:{_CAP}\s+){{0,4}}(?:{_STREET_WORDS})\b(?:\s+\d{{1,5}}\b)?{_UNIT}"
     rf"|\b(?:\d{{1,6}}\s+)?{_STREET_SUFFIX}\s+\d{{1,5}}\w?\b{_UNIT}"
-    rf"|\b(?:\d{{1,6}}\s+)?{_STREET_PREFIX}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
+    rf"|\b(?:\d{{1,6}}\s+){{0,2}}(?i:{_STREET_PREFIX})\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
     rf"|\b(?:Apt\.?|Apartment|Suite|Unit)\s+\d{{1,5}}\b"
     # house number (or postcode), a street name of one to three words, a number: "91215 Harjukuja 54"
     rf"|\b\d{{3,5}}\s+{_CAP}(?:\s+[\w'’.-]+){{0,2}}\s+\d{{1,5}}\b(?![.,]\d){_UNIT}"
