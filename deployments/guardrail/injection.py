@@ -1,6 +1,8 @@
-"""Prompt-injection and jailbreak scoring: logistic regression over a sentence embedding and
+"""Prompt-injection and jailbreak scoring: logistic regression over a sentence embedding,
 hand-built features (instruction override, role-play framing, prompt extraction, delimiter
-and system-prompt spoofing, encoded payloads), in English and German as the training data is.
+and system-prompt spoofing, encoded payloads) in English and German as the training data is,
+and hashed character 3-5-grams (which carry the German and obfuscated attacks that the
+English-only embedding misses: cross-validated TPR at 5 % FPR 0.94 without them, 0.98 with).
 
 Trained only on ../shared/data/injection/deepset_train.jsonl plus models/guard/injection_extra.jsonl,
 prompts written for Embassy's own domain (customs requests, pasted documents, and attacks
@@ -93,30 +95,57 @@ def hand_features(text: str) -> np.ndarray:
 # No length feature: the training injections run longer than its benign prompts, and a
 # length feature learned to flag any long document (an invoice pasted in) as an attack.
 FEATURE_NAMES = [name for name, _ in FEATURES] + ["encoded_payload"]
+CHAR_NGRAM_FEATURES = 2 ** 16
+
+
+def char_ngrams():
+    """Stateless (hashed) character n-grams: nothing to store but the weights."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=CHAR_NGRAM_FEATURES,
+                             alternate_sign=False, norm="l2", lowercase=True)
+
+
+_HASHER = None
+
+
+def _char_vector(text: str):
+    global _HASHER
+    if _HASHER is None:
+        _HASHER = char_ngrams()
+    return _HASHER.transform([text])
 
 
 @dataclass(frozen=True)
 class InjectionModel:
-    coef: np.ndarray
+    coef: np.ndarray  # embedding and hand features
+    char_coef: np.ndarray  # hashed character n-grams
     intercept: float
     threshold: float
     meta: dict
 
     def score(self, text: str, embedding: np.ndarray) -> float:
         x = np.concatenate([embedding, hand_features(text)])
-        return float(1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept))))
+        chars = _char_vector(text)
+        z = x @ self.coef + float(chars.data @ self.char_coef[chars.indices]) + self.intercept
+        return float(1.0 / (1.0 + np.exp(-z)))
 
     @classmethod
     def load(cls, path: Path = ARTIFACT) -> "InjectionModel":
         data = json.loads(path.read_text())
-        return cls(np.asarray(data["coef"], dtype=np.float32), float(data["intercept"]),
+        char_coef = np.zeros(CHAR_NGRAM_FEATURES, dtype=np.float32)
+        for index, value in data["char_coef"].items():
+            char_coef[int(index)] = value
+        return cls(np.asarray(data["coef"], dtype=np.float32), char_coef, float(data["intercept"]),
                    float(data["threshold"]), data["meta"])
 
     def save(self, path: Path = ARTIFACT) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"coef": [round(float(c), 6) for c in self.coef],
+        # Only n-gram buckets seen in training have weights; the rest stay zero.
+        sparse = {str(i): round(float(v), 5) for i, v in enumerate(self.char_coef) if abs(v) >= 1e-5}
+        path.write_text(json.dumps({"coef": [round(float(c), 6) for c in self.coef], "char_coef": sparse,
                                     "intercept": self.intercept, "threshold": self.threshold,
-                                    "meta": self.meta}, indent=1) + "\n")
+                                    "meta": self.meta}) + "\n")
 
 
 def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 0.05) -> InjectionModel:
@@ -125,9 +154,12 @@ def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    import scipy.sparse as sp
+
     texts = [r["text"] for r in rows]
     y = np.asarray([r["label"] == "injection" for r in rows], dtype=int)
-    x = np.hstack([embed(texts), np.vstack([hand_features(t) for t in texts])])
+    dense = np.hstack([embed(texts), np.vstack([hand_features(t) for t in texts])])
+    x = sp.hstack([sp.csr_matrix(dense), char_ngrams().transform(texts)]).tocsr()
     clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
     cv = cross_val_predict(clf, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                            method="predict_proba")[:, 1]
@@ -135,9 +167,10 @@ def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 
     threshold = float(benign[int(np.ceil((1 - target_fpr) * len(benign))) - 1])
     cv_tpr = float((cv[y == 1] > threshold).mean())
     clf.fit(x, y)
-    meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES, "train_rows": len(rows),
+    meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES, "char_ngrams": "char_wb 3-5, 2**16 hashed", "train_rows": len(rows),
             "train_sha256": sources, "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
-    return InjectionModel(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), threshold, meta)
+    coef = clf.coef_[0].astype(np.float32)
+    return InjectionModel(coef[:dense.shape[1]], coef[dense.shape[1]:], float(clf.intercept_[0]), threshold, meta)
 
 
 def file_sha256(path: Path) -> str:
