@@ -142,8 +142,8 @@ class EmbassyGuardrail(Guardrail):
         cut = len(text) if final else _safe_cut(text, g.stream_hold_chars)
         prompts = tuple(p for p in (*system_prompts, g.system_prompt) if p)
         if prompts:
-            leak = self.leak.validate(sent + text[:cut] if final else sent + text,
-                                      {"system_prompts": prompts, "max_overlap": g.system_prompt_max_overlap})
+            leak = self.leak.validate(sent + text, {"system_prompts": prompts,
+                                                    "max_overlap": g.system_prompt_max_overlap})
             if leak.outcome == "fail":
                 return GuardVerdict(False, "refuse", "system_prompt_leak", text=leak.fix_value, consumed=len(text))
         known = Redaction.from_mapping(redactions or {})

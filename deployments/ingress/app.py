@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -55,6 +55,15 @@ def error_response(exc: BaseException, request_id: str) -> JSONResponse:
         log.error("request %s failed", request_id, exc_info=exc)
         exc = EmbassyError("The server had an error while processing your request.")
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON: 413 past `limit`, 400 when it is not JSON."""
+    raw = await read_body(request, limit)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -131,11 +140,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
             tenant = service.keys.authenticate(request.headers.get("authorization"))
-            raw = await read_body(request, service.settings.requests.max_body_bytes)
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidRequest("The request body is not valid JSON.") from None
+            data = await read_json(request, service.settings.requests.max_body_bytes)
             if not isinstance(data, dict) or not isinstance(data.get("text"), str):
                 raise InvalidRequest("'text' must be a string.", param="text")
             direction = data.get("direction", "input")
@@ -154,11 +159,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         try:
             # Authenticate from the header before reading a byte of the body.
             tenant = service.keys.authenticate(request.headers.get("authorization"))
-            raw = await read_body(request, service.settings.requests.max_body_bytes)
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidRequest("The request body is not valid JSON.") from None
+            data = await read_json(request, service.settings.requests.max_body_bytes)
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 model = data["model"] if data["model"] in service.context_lengths else "unknown"
             body = parse_chat_request(data)

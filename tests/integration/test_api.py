@@ -204,6 +204,7 @@ def test_ignore_eos_generates_exactly_max_tokens(live):
 
 
 async def _first_content_chunk(lines) -> None:
+    """Read until the first content chunk; `lines` must stay referenced by the caller."""
     async for line in lines:
         if line.startswith("data: ") and '"content"' in line:
             return
@@ -223,7 +224,9 @@ def test_429_with_retry_after_when_queues_are_full(live):
                                                   json=long_stream_body(), headers=headers))
                 for _ in range(MAX_INFLIGHT)])
             assert [s.status_code for s in streams] == [200] * MAX_INFLIGHT
-            await asyncio.gather(*[_first_content_chunk(s.aiter_lines()) for s in streams])
+            # Keep the line iterators referenced: a collected one closes its connection.
+            lines = [s.aiter_lines() for s in streams]
+            await asyncio.gather(*[_first_content_chunk(it) for it in lines])
             return await asyncio.gather(*[
                 c.post(f"{live.url}/v1/chat/completions", json=small, headers=headers) for _ in range(4)])
 
