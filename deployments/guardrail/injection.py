@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -106,14 +107,13 @@ def char_ngrams():
                              alternate_sign=False, norm="l2", lowercase=True)
 
 
-_HASHER = None
+@lru_cache(maxsize=1)
+def _hasher():
+    return char_ngrams()
 
 
 def _char_vector(text: str):
-    global _HASHER
-    if _HASHER is None:
-        _HASHER = char_ngrams()
-    return _HASHER.transform([text])
+    return _hasher().transform([text])
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,9 @@ class InjectionModel:
 def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 0.05) -> InjectionModel:
     """Fit on labelled rows ({"text", "label": "injection"|"benign"}); choose the threshold
     on 5-fold cross-validated scores so that at most `target_fpr` of benign rows are flagged."""
+    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    import scipy.sparse as sp
 
     texts = [r["text"] for r in rows]
     y = np.asarray([r["label"] == "injection" for r in rows], dtype=int)
@@ -167,8 +166,9 @@ def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 
     threshold = float(benign[int(np.ceil((1 - target_fpr) * len(benign))) - 1])
     cv_tpr = float((cv[y == 1] > threshold).mean())
     clf.fit(x, y)
-    meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES, "char_ngrams": "char_wb 3-5, 2**16 hashed", "train_rows": len(rows),
-            "train_sha256": sources, "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
+    meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES,
+            "char_ngrams": "char_wb 3-5, 2**16 hashed", "train_rows": len(rows), "train_sha256": sources,
+            "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
     coef = clf.coef_[0].astype(np.float32)
     return InjectionModel(coef[:dense.shape[1]], coef[dense.shape[1]:], float(clf.intercept_[0]), threshold, meta)
 

@@ -84,7 +84,7 @@ class PromptInjectionValidator(Validator):
     def _validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
         score = self.model.score(value, metadata["embedding"])
         threshold = metadata.get("threshold") or self.model.threshold
-        if score >= threshold:
+        if score > threshold:  # as calibrated: the threshold is the highest benign score kept
             return FailResult(error_message="prompt injection", metadata={"score": score})
         return PassResult(metadata={"score": score})
 
