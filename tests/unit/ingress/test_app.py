@@ -76,7 +76,8 @@ def env(tmp_path):
         "region": "eu", "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"),
         "tenants": {"acme": {"jurisdiction": "EU", "models": [MODEL]},
                     "nomodels": {"jurisdiction": "US", "models": []}},
-        "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5}})
+        "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5},
+        "guardrail": {"max_guard_chars": 100}})
     keys = KeyStore.from_settings(settings)
     key = create_key(settings.keys_path, "acme")
     other = create_key(settings.keys_path, "nomodels")
@@ -267,3 +268,22 @@ def test_metrics_move(env):
     before = count()
     client.post("/v1/chat/completions", json=chat(), headers=auth)
     assert count() == before + 1
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"direction": "input"}, 400, "text"),                       # no text
+    ({"text": 42}, 400, "text"),                                 # not a string
+    ({"text": "x" * 101}, 400, "text"),                          # over guardrail.max_guard_chars
+    ({"text": "hello", "direction": "sideways"}, 400, "direction"),
+    ({"text": "y" * 3000}, 413, None),                           # over the body limit
+])
+def test_guard_endpoint_refuses_bad_input(env, body, status, param):
+    client, _, auth, _ = env
+    assert_error(client.post("/v1/guard", json=body, headers=auth), status, param=param)
+
+
+def test_guard_endpoint_needs_a_key_and_answers_with_the_nodes_verdict(env):
+    client, _, auth, _ = env
+    assert_error(client.post("/v1/guard", json={"text": "hello"}), 401, "invalid_api_key")
+    r = client.post("/v1/guard", json={"text": "hello", "direction": "output"}, headers=auth)
+    assert r.status_code == 200 and r.json()["direction"] == "output" and r.json()["text"] == "hello"
