@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deployments.guardrail.core import EmbassyGuardrail  # noqa: E402
+from deployments.guardrail.evaluation import latency_summary  # noqa: E402
 from deployments.guardrail.validators import PiiValidator, build_guard  # noqa: E402
 from embassy.graph_types import GenerationRequest, Message, RequestContext  # noqa: E402
 from embassy.settings import PROJECT_ROOT, load_settings  # noqa: E402
@@ -40,11 +40,6 @@ SENTENCES = [
 def prompt(i: int) -> str:
     """About 200 tokens of a realistic customs request."""
     return " ".join(s.format(i=i) for s in SENTENCES)
-
-
-def summary(samples: list[float]) -> dict:
-    ms = sorted(1000 * s for s in samples)
-    return {"p50": round(statistics.median(ms), 2), "p99": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 2)}
 
 
 def main() -> None:
@@ -74,8 +69,8 @@ def main() -> None:
         t0 = time.perf_counter()
         composed.validate(text, metadata={"policy": {}})
         guarded.append(time.perf_counter() - t0)
-    result = {"input_guard_ms": summary(whole), "pii_validator_direct_ms": summary(direct),
-              "pii_validator_through_Guard_ms": summary(guarded)}
+    result = {"input_guard_ms": latency_summary(whole), "pii_validator_direct_ms": latency_summary(direct),
+              "pii_validator_through_Guard_ms": latency_summary(guarded)}
     added = result["pii_validator_through_Guard_ms"]["p50"] - result["pii_validator_direct_ms"]["p50"]
     print(json.dumps(result, indent=2))
     print(f"Guard adds {added:.2f} ms p50 per validator call")

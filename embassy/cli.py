@@ -210,10 +210,11 @@ def guard_train_injection(
     """Train the prompt-injection classifier and write its weights and threshold."""
     from deployments.guardrail.embedder import shared_embedder
     from deployments.guardrail.evaluation import read_jsonl
-    from deployments.guardrail.injection import ARTIFACT, file_sha256, train
+    from deployments.guardrail.injection import ARTIFACT, train
+    from models.prepare import sha256_file
 
     rows = [row for path in data for row in read_jsonl(path)]
-    sources = {path.name: file_sha256(path) for path in data}
+    sources = {path.name: sha256_file(path) for path in data}
     model = train(rows, shared_embedder().embed, sources, target_fpr)
     model.save(out or ARTIFACT)
     console.print(f"threshold {model.threshold:.4f}, cross-validated TPR {model.meta['cv_tpr_at_threshold']} "

@@ -88,6 +88,11 @@ class StackState:
     log_file: str
 
 
+def run_dir_path(settings: EmbassySettings) -> Path:
+    """The folder of the stack on this settings' port: token, metrics, logs."""
+    return settings.resolve(settings.state_dir) / f"run-{settings.port}"
+
+
 def state_path(settings: EmbassySettings) -> Path:
     return settings.resolve(settings.state_dir) / f"run-{settings.port}.json"
 
@@ -176,7 +181,7 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     # the deployment deep inside Serve, so say it here.
     progress(f"waiting for port {settings.port}")
     _wait_until_port_free(settings.host, settings.port)
-    run_dir = settings.resolve(settings.state_dir) / f"run-{settings.port}"
+    run_dir = run_dir_path(settings)
     shutil.rmtree(run_dir, ignore_errors=True)
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir(parents=True)
@@ -234,8 +239,8 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
     state = read_state(settings)
     if state is None or not _process_alive(state.pid):
         raise RuntimeError(f"no stack runs on port {settings.port}; start one with `embassy serve`")
-    run_dir = settings.resolve(settings.state_dir) / f"run-{settings.port}"
-    deploy(settings, config_path, state.gcs_address, stack_environment(settings, run_dir), wait_s=300)
+    deploy(settings, config_path, state.gcs_address, stack_environment(settings, run_dir_path(settings)),
+           wait_s=300)
     return state
 
 

@@ -1,4 +1,4 @@
-"""Guardrail node core: the contract, a pass-through, and the real guard (`EmbassyGuardrail`).
+"""Guardrail node core: the contract and the guard (`EmbassyGuardrail`).
 
 Input: normalize, redact or block PII (typed placeholders, consistent within a request),
 score every user message for prompt injection, check the last one against the declared
@@ -29,25 +29,16 @@ class Guardrail(ABC):
 
     @abstractmethod
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
-                           final: bool = True, sent: str = "") -> GuardVerdict:
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
+                           ) -> GuardVerdict:
         """Screen answer text before it reaches the caller.
 
         `text` is the part not yet sent, `sent` what the caller already has. When `final`
         is false (mid-stream) the verdict may hold back a tail: it covers `consumed`
         characters of `text`, and the rest comes again with the next check.
+        `redactions` is the input verdict's placeholder map; `system_prompts` are checked
+        for leaks besides the configured one.
         """
-
-
-class PassThroughGuardrail(Guardrail):
-    """Pass-through: allows every request and answer unchanged. Stands in the graph so that
-    the hop's cost is measured from day one; the guardrail issue replaces it."""
-
-    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
-        return GuardVerdict(allowed=True, action="pass", request=request)
-
-    async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
-                           final: bool = True, sent: str = "") -> GuardVerdict:
-        return GuardVerdict(allowed=True, action="pass", text=text, consumed=len(text))
 
 
 class EmbassyGuardrail(Guardrail):
@@ -98,9 +89,11 @@ class EmbassyGuardrail(Guardrail):
         g = self.settings.guardrail
         redaction = Redaction()
         policy = self.policy(request.ctx.tenant)
+        normalized = [Message(m.role, normalize(m.content)) for m in request.messages]
+        user = [m.content for m in normalized if m.role == "user"]
         messages, findings, blocked = [], [], set()
-        for m in request.messages:
-            text = normalize(m.content)
+        for m in normalized:
+            text = m.content
             if m.role != "system":  # the operator's own prompt is not screened for PII
                 result = self.pii.validate(text, {"policy": policy, "redaction": redaction})
                 if result.outcome == "fail":
@@ -108,10 +101,9 @@ class EmbassyGuardrail(Guardrail):
                     findings += [(s.reason, s.start, s.end) for s in result.error_spans]
                     text = result.fix_value
             messages.append(Message(m.role, text))
-        user = [normalize(m.content) for m in request.messages if m.role == "user"]
         scores: dict[str, float] = {}
         if blocked:
-            return GuardVerdict(False, "refuse", "pii", scores={}, findings=tuple(findings))
+            return GuardVerdict(False, "refuse", "pii", findings=tuple(findings))
         if user:
             embeddings = self._embed(user)
             injection = [self.injection.validate(t, {"embedding": e, "threshold": g.injection_threshold})

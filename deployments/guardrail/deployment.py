@@ -8,7 +8,7 @@ A check that raises fails closed: the caller gets 503, never an unguarded pass.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from deployments.guardrail.core import EmbassyGuardrail
 from embassy.errors import EmbassyError, ServiceUnavailable
@@ -38,42 +38,37 @@ class GuardrailDeployment:
         else:
             self.core.configure(settings)
 
-    def _fail_closed(self, what: str, exc: Exception) -> ServiceUnavailable:
-        # Never log the text being screened; the exception type is enough to find the bug.
-        log.error("guardrail %s failed: %s", what, type(exc).__name__)
-        return ServiceUnavailable("The content filter is unavailable; the request was not processed. "
-                                  "Please retry.", code="guardrail_unavailable")
-
-    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
+    @staticmethod
+    def _fail_closed(what: str, check: Callable[[], GuardVerdict]) -> GuardVerdict:
+        """Run a check; if it raises anything but an EmbassyError, refuse with 503."""
         try:
-            return self.core.screen_input(request)
+            return check()
         except EmbassyError:
             raise
         except Exception as exc:
-            raise self._fail_closed("input check", exc) from None
+            # Never log the text being screened; the exception type is enough to find the bug.
+            log.error("guardrail %s failed: %s", what, type(exc).__name__)
+            raise ServiceUnavailable("The content filter is unavailable; the request was not processed. "
+                                     "Please retry.", code="guardrail_unavailable") from None
+
+    async def check_input(self, request: GenerationRequest) -> GuardVerdict:
+        return self._fail_closed("input check", lambda: self.core.screen_input(request))
 
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict | None = None,
                            final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
                            ) -> GuardVerdict:
-        try:
-            return self.core.screen_output(ctx.tenant, text, redactions, final, sent, system_prompts)
-        except EmbassyError:
-            raise
-        except Exception as exc:
-            raise self._fail_closed("output check", exc) from None
+        return self._fail_closed("output check", lambda: self.core.screen_output(
+            ctx.tenant, text, redactions, final, sent, system_prompts))
 
     async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]:
         """`POST /v1/guard`: the verdict on one text, with findings and the redacted text."""
-        try:
-            if direction == "input":
-                request = GenerationRequest(ctx=ctx, model="", messages=(Message("user", text),))
-                v = self.core.screen_input(request)
-                redacted = v.request.messages[-1].content if v.request else None
-            else:
-                v = self.core.screen_output(ctx.tenant, text)
-                redacted = v.text
-        except Exception as exc:
-            raise self._fail_closed("guard call", exc) from None
+        if direction == "input":
+            request = GenerationRequest(ctx=ctx, model="", messages=(Message("user", text),))
+            v = self._fail_closed("guard call", lambda: self.core.screen_input(request))
+            redacted = v.request.messages[-1].content if v.request else None
+        else:
+            v = self._fail_closed("guard call", lambda: self.core.screen_output(ctx.tenant, text))
+            redacted = v.text
         return {"allowed": v.allowed, "action": v.action,
                 "categories": [v.category] if v.category else [],
                 "scores": v.scores,

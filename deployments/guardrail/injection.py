@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -172,6 +171,3 @@ def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 
     coef = clf.coef_[0].astype(np.float32)
     return InjectionModel(coef[:dense.shape[1]], coef[dense.shape[1]:], float(clf.intercept_[0]), threshold, meta)
 
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

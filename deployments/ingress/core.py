@@ -77,10 +77,6 @@ class _Prepared:
     cache: CacheLookup
     passages: list[Passage]
 
-    @property
-    def body_messages(self) -> tuple[Message, ...]:
-        return self.request.messages
-
 
 class ChatService:
     def __init__(self, settings: EmbassySettings, keys: KeyStore, nodes: GraphNodes,
@@ -165,7 +161,8 @@ class ChatService:
         return _Prepared(ctx, body, request, timings, started, verdict, cache, passages)
 
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
-        system_prompts = tuple(m.content for m in p.body_messages if m.role == "system")
+        # The screened request's system messages: the caller's own and the configured one.
+        system_prompts = tuple(m.content for m in p.request.messages if m.role == "system")
         return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts)
 
     async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str) -> dict[str, Any]:
