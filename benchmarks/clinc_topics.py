@@ -23,7 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deployments.guardrail.embedder import shared_embedder  # noqa: E402
+from embassy.embeddings import shared_embedder  # noqa: E402
 from deployments.guardrail.topic import TopicModel  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "topics"

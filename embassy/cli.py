@@ -21,8 +21,10 @@ keys_app = typer.Typer(help="API keys (stored only as hashes).", no_args_is_help
 app.add_typer(models_app, name="models")
 guard_app = typer.Typer(help="The guardrail's trained parts.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure parts of the graph on labelled data.", no_args_is_help=True)
+cache_app = typer.Typer(help="The semantic cache: its verifier and its entries.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(guard_app, name="guard")
+app.add_typer(cache_app, name="cache")
 app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
@@ -189,11 +191,20 @@ def models_prepare(config: Path = ConfigOpt) -> None:
 
 
 @keys_app.command("create")
-def keys_create(tenant: str = typer.Option(..., "--tenant", "-t"), config: Path = ConfigOpt) -> None:
-    """Create an API key for a configured tenant and print it once; only its hash is stored."""
+def keys_create(tenant: str = typer.Option(None, "--tenant", "-t"),
+                admin: bool = typer.Option(False, "--admin", help="An operator key: admin endpoints, no chat."),
+                config: Path = ConfigOpt) -> None:
+    """Create an API key for a configured tenant (or an operator key) and print it once;
+    only its hash is stored."""
     from embassy.tenants import create_key
 
     settings = _settings(config)
+    if admin == (tenant is not None):
+        err.print("[red]give either --tenant or --admin[/red]")
+        raise typer.Exit(2)
+    if admin:
+        print(create_key(settings.keys_path, None, admin=True))
+        return
     if tenant not in settings.tenants:
         err.print(f"[red]{config}: tenants: no tenant {tenant!r} (known: {sorted(settings.tenants)})[/red]")
         raise typer.Exit(2)
@@ -208,7 +219,7 @@ def guard_train_injection(
         target_fpr: float = typer.Option(0.05, "--target-fpr"),
         out: Path = typer.Option(None, "--out", help="Default: models/guard/injection.json.")) -> None:
     """Train the prompt-injection classifier and write its weights and threshold."""
-    from deployments.guardrail.embedder import shared_embedder
+    from embassy.embeddings import shared_embedder
     from deployments.guardrail.evaluation import read_jsonl
     from deployments.guardrail.injection import ARTIFACT, train
     from models.prepare import sha256_file
@@ -265,6 +276,129 @@ def eval_guard(
         r = eval_binary(rows, refused, positive="out_of_scope")
         result = {"n": r["n"], "accept_in_scope": round(1 - r["fpr"], 4) if r["fpr"] is not None else None,
                   "reject_out_of_scope": r["tpr"], "latency_ms": r["latency_ms"]}
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+def _progress_bar():
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err)
+
+
+@cache_app.command("train-verifier")
+def cache_train_verifier(
+        pairs: Path = typer.Option(..., "--pairs", exists=True, dir_okay=False,
+                                   help="JSON Lines of {text_a, text_b, label} (qqp_pairs_dev.jsonl)."),
+        max_train: int = typer.Option(None, "--max-train", help="Train on at most this many pairs."),
+        epochs: int = typer.Option(2, "--epochs"),
+        target_precision: float = typer.Option(0.95, "--target-precision"),
+        config: Path = ConfigOpt) -> None:
+    """Fine-tune and calibrate the cache's pair verifier into the model store; writes the
+    held-out part beside it as test.jsonl (for `embassy eval cache`)."""
+    from deployments.cache.deployment import verifier_path
+    from deployments.cache.training import train_verifier
+    from embassy.embeddings import shared_embedder
+
+    settings = _settings(config)
+    out = verifier_path(settings)
+    with _progress_bar() as bar:
+        task = bar.add_task("training the cache verifier", total=None)
+        meta = train_verifier(pairs, out, shared_embedder().embed, min_cosine=settings.cache.min_cosine,
+                              target_precision=target_precision, max_train=max_train, epochs=epochs,
+                              progress=lambda phase, done, total: bar.update(task, completed=done, total=total))
+    console.print(f"threshold {meta['threshold']:.4f} (calibration: {meta['calibration']}) -> {out}")
+
+
+def _cache_redis_url(settings) -> str | None:
+    """The configured Redis, else the one the local stack started."""
+    from embassy.stack import read_state
+
+    if settings.cache.redis_url:
+        return settings.cache.redis_url
+    state = read_state(settings)
+    return state.redis_url if state else None
+
+
+@cache_app.command("invalidate")
+def cache_invalidate(
+        tenant: str = typer.Option(None, "--tenant"), model: str = typer.Option(None, "--model"),
+        model_version: str = typer.Option(None, "--model-version"),
+        corpus_version: str = typer.Option(None, "--corpus-version"),
+        region: str = typer.Option(None, "--region", help="Every entry of the region (its Redis is the region's)."),
+        config: Path = ConfigOpt) -> None:
+    """Remove the region's cache entries that match every option given."""
+    import asyncio
+
+    from deployments.cache.deployment import build_cache
+
+    settings = _settings(config)
+    match = {k: v for k, v in {"tenant": tenant, "model": model, "model_version": model_version,
+                                "corpus_version": corpus_version, "region": region}.items() if v}
+    if not match:
+        err.print("[red]name at least one of --tenant --model --model-version --corpus-version --region[/red]")
+        raise typer.Exit(2)
+    if region and region != settings.region:
+        err.print(f"[red]{config}: region: is {settings.region!r}, not {region!r}[/red]")
+        raise typer.Exit(2)
+    url = _cache_redis_url(settings)
+    if not url:
+        err.print("[red]no Redis: set cache.redis_url or start the stack with `embassy serve`[/red]")
+        raise typer.Exit(1)
+    settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"redis_url": url})})
+
+    async def run() -> int:
+        cache = build_cache(settings)
+        try:
+            return await cache.invalidate(**match)
+        finally:
+            await cache.close()
+    removed = asyncio.run(run())
+    print(json.dumps({"region": settings.region, "match": match, "removed": removed}))
+
+
+@eval_app.command("cache")
+def eval_cache_cmd(
+        pairs: Path = typer.Option(..., "--pairs", exists=True, dir_okay=False,
+                                   help="JSON Lines of {text_a, text_b, label}: use the held-out part "
+                                        "<model_store>/cache-verifier/test.jsonl."),
+        limit: int = typer.Option(None, "--limit", help="Only the first N pairs."),
+        config: Path = ConfigOpt,
+        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Store each text_a, look up each text_b through the real cache path (a Redis on a
+    free loopback port unless cache.redis_url is set); prints one JSON object."""
+    import asyncio
+    import tempfile
+
+    from deployments.cache.deployment import build_cache
+    from deployments.cache.evaluation import eval_cache, eval_settings
+    from deployments.cache.training import read_pairs
+    from embassy.redis_server import start_redis
+
+    settings = _settings(config)
+    rows = read_pairs(pairs)[:limit] if limit else read_pairs(pairs)
+    local = None if settings.cache.redis_url else start_redis(Path(tempfile.mkdtemp(prefix="embassy-eval-")),
+                                                               maxmemory_mb=1024)
+    cache_settings = eval_settings(settings, settings.cache.redis_url or local.url)
+    settings = settings.model_copy(update={"cache": cache_settings})
+
+    async def run() -> dict:
+        cache = build_cache(settings)
+        try:
+            with _progress_bar() as bar:
+                tasks = {}
+
+                def step(phase: str, done: int, total: int) -> None:
+                    if phase not in tasks:
+                        tasks[phase] = bar.add_task(phase, total=total)
+                    bar.update(tasks[phase], completed=done)
+                return await eval_cache(rows, cache, settings.models[0], progress=step)
+        finally:
+            await cache.index.delete(drop=True)
+            await cache.close()
+    try:
+        result = asyncio.run(run())
+    finally:
+        if local:
+            local.stop()
     print(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

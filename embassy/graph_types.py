@@ -85,9 +85,23 @@ class GuardVerdict:
 
 @dataclass(frozen=True)
 class CacheLookup:
+    """A hit carries the stored answer (redacted: placeholders, never the caller's values),
+    the corpus version it was answered under and the completion tokens it saves."""
+
     status: Literal["hit", "miss", "bypass"]
     text: str | None = None
     reason: str | None = None
+    corpus_version: str | None = None
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Passages for a request, and the version of the corpus they came from (it changes
+    whenever the tenant's documents do; cache entries are tied to it)."""
+
+    passages: tuple["Passage", ...] = ()
+    corpus_version: str = "none"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,21 @@ LLM_ABORTED = Counter("embassy_llm_engine_requests_aborted_total",
                       "Engine requests aborted before they finished (client gone, timeout).",
                       ["model"])
 
+CACHE_LOOKUPS = Counter("embassy_cache_lookups_total", "Cache lookups by outcome (hit, miss, bypass).",
+                        ["region", "outcome", "tier"])
+CACHE_BYPASS = Counter("embassy_cache_bypass_total", "Requests that skipped the cache, by reason.",
+                       ["region", "reason"])
+CACHE_REJECTED = Counter("embassy_cache_verification_rejected_total",
+                         "Candidate hits the verifier turned down, by check.", ["region", "check"])
+CACHE_HIT_LATENCY = Histogram("embassy_cache_hit_latency_seconds", "Lookup time of a hit, inside the cache node.",
+                              ["region", "tier"], buckets=LATENCY_BUCKETS)
+CACHE_TOKENS_SAVED = Counter("embassy_cache_tokens_saved_total", "Completion tokens served from the cache.",
+                             ["region", "model", "tenant"])
+CACHE_STORES = Counter("embassy_cache_stores_total", "Answers offered to the cache, by decision.",
+                       ["region", "decision"])
+CACHE_EVICTIONS = Counter("embassy_cache_evictions_total", "Keys Redis evicted under maxmemory.", ["region"])
+CACHE_INVALIDATED = Counter("embassy_cache_invalidated_total", "Entries removed by invalidation.", ["region"])
+
 
 def render() -> tuple[bytes, str]:
     """The Prometheus text exposition of every process on this host."""

@@ -135,6 +135,30 @@ class GuardrailSettings(_Strict):
     max_guard_chars: PositiveInt = Field(20_000, description="Longest text /v1/guard accepts.")
 
 
+class CacheSettings(_Strict):
+    """The semantic cache (Redis with the query engine, region-local)."""
+
+    enabled: bool = True
+    redis_url: str | None = Field(
+        None, description="redis:// URL of the region's Redis; null: `embassy serve` starts one on loopback.")
+    index: Identifier = Field("embassy-cache", description="Search index name (and key prefix).")
+    ttl_s: PositiveInt = Field(86_400, description="Life of an entry; a hit does not extend it.")
+    timeout_ms: PositiveFloat = Field(
+        50.0, description="A Redis call slower than this bypasses the cache for the request.")
+    retry_after_s: PositiveFloat = Field(
+        2.0, description="After a Redis failure, requests bypass the cache this long before trying again.")
+    max_temperature: NonNegativeFloat = Field(
+        0.0, description="Requests sampling hotter than this are neither stored nor served.")
+    candidates: PositiveInt = Field(3, description="Nearest entries the verifier checks per lookup.")
+    min_cosine: Annotated[float, Field(ge=-1, le=1)] = Field(
+        0.80, description="Entries less similar than this are not candidates.")
+    verifier_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="Serve a candidate at this verifier probability; default: the calibrated one.")
+    maxmemory_mb: PositiveInt = Field(256, description="maxmemory of the Redis `embassy serve` starts.")
+    eviction_policy: Literal["volatile-lru", "allkeys-lru", "volatile-ttl", "volatile-lfu", "allkeys-lfu"] = \
+        "volatile-lru"
+
+
 class TenantSettings(_Strict):
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
         description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
@@ -181,6 +205,7 @@ class EmbassySettings(_Strict):
     requests: RequestSettings = RequestSettings()
     cluster: ClusterSettings = ClusterSettings()
     guardrail: GuardrailSettings = GuardrailSettings()
+    cache: CacheSettings = CacheSettings()
     dev_tenant: Identifier | None = Field(
         "dev", description="Tenant created with a key on first `embassy serve`; null to disable.")
 

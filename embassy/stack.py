@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from embassy.redis_server import start_redis, stop_pid
 from embassy.settings import EmbassySettings
 
 Progress = Callable[[str], None]
@@ -86,6 +87,8 @@ class StackState:
     temp_dir: str
     metrics_dir: str
     log_file: str
+    redis_url: str | None = None  # the Redis this stack started (None: configured, or cache off)
+    redis_pid: int | None = None
 
 
 def run_dir_path(settings: EmbassySettings) -> Path:
@@ -190,13 +193,24 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     token_file = run_dir / "ray-auth-token"
     with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(secrets.token_hex(32))
-    env = stack_environment(settings, run_dir)
+    redis = None
+    if settings.cache.enabled and not settings.cache.redis_url:
+        progress("starting Redis for the semantic cache")
+        redis = start_redis(run_dir, maxmemory_mb=settings.cache.maxmemory_mb,
+                            eviction_policy=settings.cache.eviction_policy)
+    env = stack_environment(settings, run_dir, redis.url if redis else None)
 
     progress("starting Ray head node")
-    proc, address, temp_dir = _start_ray_head(settings, run_dir, env)
+    try:
+        proc, address, temp_dir = _start_ray_head(settings, run_dir, env)
+    except BaseException:
+        if redis:
+            redis.stop()
+        raise
     log_file = run_dir / "ray-head.log"
     url = f"http://{settings.host}:{settings.port}"
-    state = StackState(settings.region, url, address, proc.pid, str(temp_dir), str(metrics_dir), str(log_file))
+    state = StackState(settings.region, url, address, proc.pid, str(temp_dir), str(metrics_dir), str(log_file),
+                       redis.url if redis else None, redis.pid if redis else None)
     state_path(settings).write_text(json.dumps(asdict(state), indent=2))
     try:
         _wait_for_gcs(proc, address, log_file)
@@ -222,10 +236,15 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
         raise
 
 
-def stack_environment(settings: EmbassySettings, run_dir: Path) -> dict[str, str]:
-    return {**os.environ, **offline_environment(), **serve_environment(settings),
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), STACK_MARKER: str(run_dir),
-            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token")}
+def stack_environment(settings: EmbassySettings, run_dir: Path, redis_url: str | None) -> dict[str, str]:
+    """The environment of every process of the stack. A Redis the stack started reaches
+    the settings as an `EMBASSY__CACHE__REDIS_URL` override."""
+    env = {**os.environ, **offline_environment(), **serve_environment(settings),
+           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), STACK_MARKER: str(run_dir),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token")}
+    if redis_url:
+        env["EMBASSY__CACHE__REDIS_URL"] = redis_url
+    return env
 
 
 def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
@@ -239,8 +258,8 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
     state = read_state(settings)
     if state is None or not _process_alive(state.pid):
         raise RuntimeError(f"no stack runs on port {settings.port}; start one with `embassy serve`")
-    deploy(settings, config_path, state.gcs_address, stack_environment(settings, run_dir_path(settings)),
-           wait_s=300)
+    deploy(settings, config_path, state.gcs_address,
+           stack_environment(settings, run_dir_path(settings), state.redis_url), wait_s=300)
     return state
 
 
@@ -276,6 +295,8 @@ def stop_stack(settings: EmbassySettings, grace_s: float = 30) -> bool:
         except ProcessLookupError:
             pass
     _kill_stragglers(f"{STACK_MARKER}={Path(state.metrics_dir).parent}")
+    if state.redis_pid:
+        stop_pid(state.redis_pid)
     shutil.rmtree(state.temp_dir, ignore_errors=True)
     state_path(settings).unlink(missing_ok=True)
     return True

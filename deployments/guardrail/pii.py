@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from typing import Callable, Iterable
 
 from deployments.guardrail import checksums
+from embassy.placeholders import restore as restore_placeholders
 
 # Placeholder names; the eval maps them to Presidio's where the data set uses those.
 PII_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "US_SSN", "UK_NINO", "AADHAAR",
@@ -175,7 +176,7 @@ _NAME_ATTRS = {"first": ("first_names", "first_names_male", "first_names_female"
 
 @lru_cache(maxsize=1)
 def _vocab() -> frozenset[str]:
-    from deployments.guardrail.embedder import model_path
+    from embassy.embeddings import model_path
 
     return frozenset((model_path() / "vocab.txt").read_text(encoding="utf-8").split())
 
@@ -310,9 +311,7 @@ class Redaction:
 
     def restore(self, text: str) -> str:
         """Map placeholders back to the caller's own values."""
-        if not self._values:
-            return text
-        return _PLACEHOLDER.sub(lambda m: self._values.get(m.group(0), m.group(0)), text)
+        return restore_placeholders(text, self._values)
 
     def knows(self, kind: str, value: str) -> bool:
         return _key(kind, value) in self._by_value
@@ -331,5 +330,3 @@ class Redaction:
             r._counts[kind] = max(r._counts.get(kind, 0), int(n))
         return r
 
-
-_PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")

