@@ -176,7 +176,10 @@ def run_embassy(model_store: Path, plan: list[tuple[int, int]], rounds: int, ove
     settings = load_settings(path, environ={})
     state = stack.start_stack(settings, path, progress=lambda m: print(f"  [embassy] {m}", flush=True))
     try:
-        headers = {"Authorization": f"Bearer {create_key(settings.keys_path, 'bench')}"}
+        # The same prompts repeat: without this they would be answered from the semantic
+        # cache, and this script measures the graph's cost on the model path.
+        headers = {"Authorization": f"Bearer {create_key(settings.keys_path, 'bench')}",
+                   "Cache-Control": "no-cache, no-store"}
         url = f"{state.url}/v1/chat/completions"
         return measure(url, headers, plan, rounds)
     finally:

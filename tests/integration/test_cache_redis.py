@@ -215,3 +215,24 @@ async def test_evictions_are_counted(tmp_path, verifier):
     finally:
         await c.close()
         server.stop()
+
+
+def test_eval_cache_command_starts_its_own_redis_and_prints_one_json_object(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    rows = [{"text_a": "How do I get an EORI number?", "text_b": "How can I obtain an EORI number?", "label": 1},
+            {"text_a": "How do I export goods to Germany?", "text_b": "How do I import goods from Germany?",
+             "label": 0},
+            {"text_a": "What is a bill of lading?", "text_b": "What is a bill of lading?", "label": 1}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run([sys.executable, "-m", "embassy.cli", "eval", "cache", "--pairs", str(pairs), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"n", "precision", "recall", "lookup_ms", "curve"} <= set(result)
+    assert result["n"] == 3 and result["precision"] == 1.0  # the direction pair never hits
+    assert result["recall"] >= 0.5  # the identical pair hits at least
+    assert set(result["lookup_ms"]) == {"p50", "p99"}
