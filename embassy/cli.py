@@ -361,6 +361,8 @@ def eval_cache_cmd(
                                    help="JSON Lines of {text_a, text_b, label}: use the held-out part "
                                         "<model_store>/cache-verifier/test.jsonl."),
         limit: int = typer.Option(None, "--limit", help="Only the first N pairs."),
+        shared: bool = typer.Option(False, "--shared-scope",
+                                    help="All pairs in one scope (lookups may hit other pairs' questions)."),
         config: Path = ConfigOpt,
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Store each text_a, look up each text_b through the real cache path (a Redis on a
@@ -390,7 +392,7 @@ def eval_cache_cmd(
                     if phase not in tasks:
                         tasks[phase] = bar.add_task(phase, total=total)
                     bar.update(tasks[phase], completed=done)
-                return await eval_cache(rows, cache, settings.models[0], progress=step)
+                return await eval_cache(rows, cache, settings.models[0], shared, progress=step)
         finally:
             await cache.index.delete(drop=True)
             await cache.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from embassy.graph_types import GenerationRequest
@@ -26,8 +28,17 @@ class CacheScope:
     model_version: str
 
     def entry_key(self) -> str:
-        """One entry per scope and exact query text: storing it again replaces it."""
-        return hashlib.sha256(f"{self.key}\0{self.query}".encode()).hexdigest()
+        """One entry per scope and query text up to case, spacing and closing punctuation
+        (the exact tier): storing it again replaces it."""
+        return hashlib.sha256(f"{self.key}\0{exact_form(self.query)}".encode()).hexdigest()
+
+
+def exact_form(text: str) -> str:
+    """What the exact tier compares: "How do I get an EORI number?" and "how do i get an
+    eori number" ask the same words. Only case, whitespace, quote style and trailing
+    punctuation are folded; any other difference goes to the meaning tier."""
+    text = unicodedata.normalize("NFKC", text).replace("’", "'").casefold()
+    return re.sub(r"\s+", " ", text).strip().rstrip("?!.。？！ ")
 
 
 def uncacheable_reason(request: GenerationRequest, max_temperature: float) -> str | None:

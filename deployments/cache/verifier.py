@@ -42,18 +42,18 @@ class Verdict:
 class PairVerifier:
     """The trained cross-encoder plus its calibrated threshold, from `folder`."""
 
-    def __init__(self, folder: Path, threshold: float | None = None, num_threads: int = 2) -> None:
+    def __init__(self, folder: Path, threshold: float | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        self.folder = folder
         meta_file = folder / "verifier.json"
         if not meta_file.exists():
             raise FileNotFoundError(f"{folder}: no trained verifier; run `embassy cache train-verifier`")
         self.meta = json.loads(meta_file.read_text())
         self.threshold = threshold if threshold is not None else self.meta["threshold"]
         self._torch = torch
-        torch.set_num_threads(num_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self._model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True).eval()
 

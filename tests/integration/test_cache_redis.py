@@ -61,14 +61,32 @@ def req(text: str, tenant: str = "acme", region: str = "eu", system: str | None 
                              SamplingOptions(max_tokens=max_tokens, temperature=temperature))
 
 
-async def test_exact_and_paraphrase_hit(cache):
+async def test_exact_hit_folds_case_and_punctuation(cache):
     assert (await cache.lookup(req(Q))).status == "miss"
     assert await cache.store(req(Q), "An EX-1 export declaration and a commercial invoice.", 12)
-    exact = await cache.lookup(req(Q))
-    assert (exact.status, exact.reason, exact.completion_tokens) == ("hit", "exact", 12)
-    para = await cache.lookup(req(PARAPHRASE))
-    assert (para.status, para.reason) == ("hit", "semantic")
-    assert para.text == "An EX-1 export declaration and a commercial invoice."
+    for text in (Q, Q.lower().rstrip("?"), f"  {Q} "):
+        exact = await cache.lookup(req(text))
+        assert (exact.status, exact.reason, exact.completion_tokens) == ("hit", "exact", 12), text
+
+
+async def test_a_paraphrase_is_served_only_when_the_verifier_accepts_it(redis_server, verifier):
+    """The meaning tier serves a paraphrase exactly when the verifier's probability reaches
+    the threshold in force (calibrated by default; an operator may set another)."""
+    score = float(verifier.probabilities([PARAPHRASE], [Q])[0])
+    below = make_cache(redis_server.url, PairVerifier(verifier.folder, threshold=min(0.999, score + 0.01)))
+    above = make_cache(redis_server.url, PairVerifier(verifier.folder, threshold=score - 0.01),
+                       index=below.settings.index)
+    try:
+        await below.store(req(Q), "An EX-1 export declaration and a commercial invoice.", 12)
+        missed = await below.lookup(req(PARAPHRASE))
+        assert missed.status == "miss" and "failed verification" in missed.reason
+        hit = await above.lookup(req(PARAPHRASE))
+        assert (hit.status, hit.reason) == ("hit", "semantic")
+        assert hit.text == "An EX-1 export declaration and a commercial invoice."
+    finally:
+        await below.index.delete(drop=True)
+        await below.close()
+        await above.close()
 
 
 @pytest.mark.parametrize("other", [

@@ -78,3 +78,12 @@ def test_pair_split_is_stable_and_roughly_60_10_30():
     share = {p: parts.count(p) / len(parts) for p in ("train", "calibrate", "test")}
     assert abs(share["train"] - 0.6) < 0.02 and abs(share["calibrate"] - 0.1) < 0.02
     assert abs(share["test"] - 0.3) < 0.02
+
+
+def test_the_exact_tier_folds_case_spacing_and_closing_punctuation_only():
+    def key(text: str) -> str:
+        return scope_of(replace(BASE, messages=(Message("user", text),)), "1").entry_key()
+    assert key("How do I get an EORI number?") == key("  how do i get an  EORI number ") == \
+        key("How do I get an EORI number!")
+    assert key("How do I get an EORI number?") != key("How do I get an EORI code?")
+    assert key("Is 5 kg the limit?") != key("Is 50 kg the limit?")
