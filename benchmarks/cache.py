@@ -57,20 +57,26 @@ def ask(client: httpx.Client, url: str, text: str, headers: dict | None = None) 
 
 
 def hit_vs_miss(client: httpx.Client, url: str, n: int) -> dict:
-    misses, hits = [], []
+    misses, hits, stages, not_stored = [], [], [], 0
     for i in range(n):
         text = f"Which documents does an import of {GOODS[i % len(GOODS)]} under reference {1000 + i} need?"
         ms, body = ask(client, url, text)
         assert body["embassy"]["cache"]["status"] == "miss", body["embassy"]["cache"]
         misses.append(ms)
-        for _ in range(50):  # the answer is stored off the response's path
+        for _ in range(20):  # the answer is stored off the response's path
+            time.sleep(0.05)
             ms, body = ask(client, url, text)
             if body["embassy"]["cache"]["status"] == "hit":
+                hits.append(ms)
+                stages.append(body["embassy"]["timings_ms"])
                 break
-            time.sleep(0.05)
-        hits.append(ms)
-    return {"n": n, "miss_ms": {"p50": round(statistics.median(misses), 1), "p99": round(percentile(misses, 99), 1)},
+        else:
+            not_stored += 1  # e.g. the output guard filtered the answer: never cached
+    stage_p50 = {k: round(statistics.median(t.get(k, 0.0) for t in stages), 2) for k in stages[0]}
+    return {"n": n, "not_stored": not_stored,
+            "miss_ms": {"p50": round(statistics.median(misses), 1), "p99": round(percentile(misses, 99), 1)},
             "hit_ms": {"p50": round(statistics.median(hits), 1), "p99": round(percentile(hits, 99), 1)},
+            "hit_stage_p50_ms": stage_p50,
             "miss_over_hit_p50": round(statistics.median(misses) / statistics.median(hits), 1)}
 
 
@@ -88,6 +94,18 @@ def workload(pairs_file: Path, size: int, seed: int = 0) -> list[str]:
     return order
 
 
+def refused(client: httpx.Client, url: str, texts: list[str]) -> set[str]:
+    """The questions the guard refuses (a few QQP rows read as injections): left out of both
+    replays, so both sides answer the same requests."""
+    out = set()
+    for text in set(texts):
+        r = client.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": text}],
+                                   "max_tokens": 1, "temperature": 0}, headers=NO_CACHE)
+        if r.status_code == 400 and r.json()["error"]["code"] == "content_filter":
+            out.add(text)
+    return out
+
+
 def replay(client: httpx.Client, url: str, texts: list[str], headers: dict | None) -> dict:
     lat, hits, saved = [], 0, 0
     for text in texts:
@@ -102,7 +120,7 @@ def replay(client: httpx.Client, url: str, texts: list[str], headers: dict | Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=20)
-    parser.add_argument("--workload", type=int, default=100)
+    parser.add_argument("--workload", type=int, default=100, help="requests replayed (0: skip)")
     args = parser.parse_args()
     settings = load_settings(PROJECT_ROOT / "cluster_configs" / "local.yaml", environ={})
     pairs = verifier_path(settings) / "test.jsonl"
@@ -124,12 +142,15 @@ def main() -> None:
         with httpx.Client(timeout=120, headers=headers) as client:
             ask(client, url, "Warm-up: what is a bill of lading?", NO_CACHE)
             result = {"hit_vs_miss": hit_vs_miss(client, url, args.prompts)}
-            texts = workload(pairs, args.workload)
-            baseline = replay(client, url, texts, NO_CACHE)
-            cached = replay(client, url, texts, None)
-        result["workload"] = {
-            "paraphrase_share": 0.3, "baseline": baseline, "cached": cached,
-            "mean_latency_reduction": round(1 - cached["mean_ms"] / baseline["mean_ms"], 3)}
+            if args.workload:
+                texts = workload(pairs, args.workload)
+                skip = refused(client, url, texts)
+                texts = [t for t in texts if t not in skip]
+                baseline = replay(client, url, texts, NO_CACHE)
+                cached = replay(client, url, texts, None)
+                result["workload"] = {
+                    "paraphrase_share": 0.3, "refused_by_the_guard": len(skip), "baseline": baseline,
+                    "cached": cached, "mean_latency_reduction": round(1 - cached["mean_ms"] / baseline["mean_ms"], 3)}
     finally:
         stack.stop_stack(bench)
     print(json.dumps(result, indent=2))

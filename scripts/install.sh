@@ -25,6 +25,7 @@ install_packages() {
   fi
 }
 
+# all-MiniLM-L6-v2 as an ONNX graph (embassy/embeddings.py): made on first use otherwise.
 # The semantic cache's pair verifier: fine-tuned once per machine from the QQP pairs in
 # ../shared/data (its weights are too big for git), and again whenever its code changes.
 train_cache_verifier() {
@@ -45,6 +46,12 @@ train_cache_verifier() {
   echo "$code" > "$out/.code"
 }
 
+export_embedder() {
+  [ -f .embassy/models/all-MiniLM-L6-v2.onnx ] && return 0
+  echo "exporting the sentence embedder to ONNX (once) ..."
+  HF_HUB_OFFLINE=1 .venv/bin/python -c "from embassy.embeddings import export_onnx; export_onnx()"
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.embassy-install
 want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$ENGINE"
@@ -52,4 +59,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   install_packages
   echo "$want" > "$stamp"
 fi
+export_embedder
 train_cache_verifier
