@@ -289,7 +289,7 @@ def cache_train_verifier(
         pairs: Path = typer.Option(..., "--pairs", exists=True, dir_okay=False,
                                    help="JSON Lines of {text_a, text_b, label} (qqp_pairs_dev.jsonl)."),
         max_train: int = typer.Option(None, "--max-train", help="Train on at most this many pairs."),
-        epochs: int = typer.Option(2, "--epochs"),
+        epochs: int = typer.Option(3, "--epochs"),
         target_precision: float = typer.Option(0.95, "--target-precision"),
         config: Path = ConfigOpt) -> None:
     """Fine-tune and calibrate the cache's pair verifier into the model store; writes the

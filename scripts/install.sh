@@ -41,7 +41,7 @@ train_cache_verifier() {
     echo "cannot train the cache verifier: $pairs is missing (set EMBASSY_CACHE_PAIRS)" >&2
     exit 1
   fi
-  echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores) ..."
+  echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores, 3 epochs) ..."
   HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs"
   echo "$code" > "$out/.code"
 }

@@ -41,7 +41,7 @@ def file_sha256(path: Path) -> str:
 
 
 def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
-                   max_train: int | None = None, epochs: int = 2, batch_size: int = 32, lr: float = 4e-5,
+                   max_train: int | None = None, epochs: int = 3, batch_size: int = 32, lr: float = 4e-5,
                    seed: int = 0, progress: Progress = lambda *a: None) -> dict:
     """Train, calibrate, save to `out_dir` (model, tokenizer, verifier.json, test.jsonl)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
