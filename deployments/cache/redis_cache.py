@@ -95,10 +95,13 @@ class RedisSemanticCache(SemanticCache):
     async def _redis(self, awaitable):
         """Run one Redis call under the deadline; turn any failure into RedisUnavailable."""
         try:
-            async with asyncio.timeout(self.settings.timeout_ms / 1000):
-                if not self._index_ready:
+            if not self._index_ready:
+                # Once at start and after an outage (Redis may come back empty). FT.CREATE
+                # can take longer than a lookup's deadline on a busy host, so it gets its own.
+                async with asyncio.timeout(max(1.0, self.settings.timeout_ms / 1000)):
                     await self.index.create(overwrite=False)
-                    self._index_ready = True
+                self._index_ready = True
+            async with asyncio.timeout(self.settings.timeout_ms / 1000):
                 return await awaitable
         except TimeoutError:
             self._trip("timeout")
@@ -106,6 +109,9 @@ class RedisSemanticCache(SemanticCache):
         except Exception as exc:  # redis errors, connection refused, a half-open socket
             self._trip(type(exc).__name__)
             raise RedisUnavailable(str(exc)) from None
+        finally:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # not awaited when the index could not be made; no-op otherwise
 
     def _trip(self, why: str) -> None:
         if time.monotonic() >= self._down_until:

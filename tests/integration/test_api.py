@@ -71,8 +71,10 @@ def test_401_without_a_key_and_with_a_wrong_one(live):
 
 def test_chat_completion_returns_text_and_correct_usage(live, prepared_model):
     _, folder = prepared_model
-    r = client(live).chat.completions.create(model=DEFAULT_MODEL, messages=USER, max_tokens=12,
-                                             temperature=0, extra_headers={"x-request-id": "e2e-usage-1"})
+    # no-cache: a fresh answer from the model, whatever earlier tests stored.
+    r = client(live).chat.completions.create(model=DEFAULT_MODEL, messages=USER, max_tokens=12, temperature=0,
+                                             extra_headers={"x-request-id": "e2e-usage-1",
+                                                            "cache-control": "no-cache"})
     text = r.choices[0].message.content
     assert text.strip()
     tok = AutoTokenizer.from_pretrained(folder)
@@ -85,7 +87,8 @@ def test_chat_completion_returns_text_and_correct_usage(live, prepared_model):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     emb = r.model_extra["embassy"]
     assert emb["region"] == "eu" and emb["request_id"] == "e2e-usage-1"
-    assert emb["cache"]["status"] == "bypass" and emb["citations"] == []
+    assert emb["cache"]["status"] == "bypass" and "no-cache" in emb["cache"]["reason"]
+    assert emb["citations"] == []
     assert emb["guardrail"]["input"]["action"] == "pass"
     assert emb["timings_ms"]["llm"] > 0 and emb["timings_ms"]["total"] >= emb["timings_ms"]["llm"]
 
