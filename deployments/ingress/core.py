@@ -222,7 +222,7 @@ class ChatService:
         if cache.status == "hit" and cache.corpus_version != retrieval.corpus_version:
             cache = CacheLookup("miss", reason="the corpus changed since this answer was stored")
         flight = None
-        if cache.status == "miss":
+        if cache.status == "miss" and control.store:  # no-store: its answer is not shared either
             key = scope_of(request, "").entry_key()
             joined = await self._flights.join(key)
             if joined is True:
