@@ -372,11 +372,11 @@ def eval_cache_cmd(
 
     from deployments.cache.deployment import build_cache
     from deployments.cache.evaluation import eval_cache, eval_settings
-    from deployments.cache.training import read_pairs
+    from deployments.guardrail.evaluation import read_jsonl
     from embassy.redis_server import start_redis
 
     settings = _settings(config)
-    rows = read_pairs(pairs)[:limit] if limit else read_pairs(pairs)
+    rows = read_jsonl(pairs)[:limit] if limit else read_jsonl(pairs)
     local = None if settings.cache.redis_url else start_redis(Path(tempfile.mkdtemp(prefix="embassy-eval-")),
                                                                maxmemory_mb=1024)
     cache_settings = eval_settings(settings, settings.cache.redis_url or local.url)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from deployments.cache.redis_cache import RedisSemanticCache
+from deployments.guardrail.evaluation import latency_summary
 from embassy.graph_types import GenerationRequest, Message, RequestContext, SamplingOptions
 
 
@@ -47,7 +48,7 @@ async def eval_cache(rows: list[dict], cache: RedisSemanticCache, model: str, sh
     for i, r in enumerate(rows):
         t0 = time.perf_counter()
         detail = await cache.lookup_detail(_request(r["text_b"], region, model, tenant(i)))
-        latencies.append((time.perf_counter() - t0) * 1000)
+        latencies.append(time.perf_counter() - t0)
         outcomes.append((r, detail))
         progress("lookup", i + 1, len(rows))
 
@@ -77,12 +78,10 @@ async def eval_cache(rows: list[dict], cache: RedisSemanticCache, model: str, sh
             if first is not None:
                 served.append((r, first.answer))
         curve.append({"threshold": t, **score(served)})
-    lat = np.array(latencies)
     hits = [(r, d.lookup.text) for r, d in outcomes if d.lookup.status == "hit"]
     return {"n": len(rows), **score(hits), "threshold": cache.verifier.threshold,
             "scopes": "shared" if shared else "per pair",
-            "lookup_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
-                          "p99": round(float(np.percentile(lat, 99)), 2)} if len(lat) else None,
+            "lookup_ms": latency_summary(latencies) if latencies else None,
             "curve": curve}
 
 

@@ -92,15 +92,21 @@ class RedisSemanticCache(SemanticCache):
 
     # -- plumbing ---------------------------------------------------------------------
 
+    async def _ensure_index(self) -> None:
+        """Create the index once at start and after an outage (Redis may come back empty).
+        FT.CREATE can take longer than a lookup's deadline on a busy host: it gets its own."""
+        if not self._index_ready:
+            async with asyncio.timeout(max(1.0, self.settings.timeout_ms / 1000)):
+                await self.index.create(overwrite=False)
+            self._index_ready = True
+
+    def _key(self, scope: CacheScope) -> str:
+        return f"{self.settings.index}:{scope.entry_key()}"
+
     async def _redis(self, awaitable):
         """Run one Redis call under the deadline; turn any failure into RedisUnavailable."""
         try:
-            if not self._index_ready:
-                # Once at start and after an outage (Redis may come back empty). FT.CREATE
-                # can take longer than a lookup's deadline on a busy host, so it gets its own.
-                async with asyncio.timeout(max(1.0, self.settings.timeout_ms / 1000)):
-                    await self.index.create(overwrite=False)
-                self._index_ready = True
+            await self._ensure_index()
             async with asyncio.timeout(self.settings.timeout_ms / 1000):
                 return await awaitable
         except TimeoutError:
@@ -148,7 +154,7 @@ class RedisSemanticCache(SemanticCache):
         t0 = time.perf_counter()
         scope = self.scope(request)
         try:
-            exact = await self._redis(self.client.hgetall(f"{self.settings.index}:{scope.entry_key()}"))
+            exact = await self._redis(self.client.hgetall(self._key(scope)))
             if exact and (corpus_version is None or exact[b"corpus_version"].decode() == corpus_version):
                 return Detail(self._hit(request, _decode(exact), "exact", t0))
             vector = await asyncio.to_thread(lambda: self.embed([scope.query])[0])
@@ -206,8 +212,7 @@ class RedisSemanticCache(SemanticCache):
             metrics.CACHE_STORES.labels(self.region, "redis_unavailable").inc()
             return False
         scope = self.scope(request)
-        key = scope.entry_key()
-        vector = self._recent.pop(key, None)
+        vector = self._recent.pop(scope.entry_key(), None)
         if vector is None:
             vector = await asyncio.to_thread(lambda: self.embed([scope.query])[0])
         entry = {"query": scope.query, "answer": answer, "completion_tokens": completion_tokens,
@@ -215,8 +220,7 @@ class RedisSemanticCache(SemanticCache):
                  "region": scope.region, "model": scope.model, "model_version": scope.model_version,
                  "corpus_version": corpus_version, "embedding": vector.astype(np.float32).tobytes()}
         try:
-            await self._redis(self.index.load([entry], keys=[f"{self.settings.index}:{key}"],
-                                              ttl=self.settings.ttl_s))
+            await self._redis(self.index.load([entry], keys=[self._key(scope)], ttl=self.settings.ttl_s))
         except RedisUnavailable:
             metrics.CACHE_STORES.labels(self.region, "redis_unavailable").inc()
             return False
@@ -237,9 +241,7 @@ class RedisSemanticCache(SemanticCache):
         for name, value in sorted(match.items()):
             f = Tag(name) == value
             filt = f if filt is None else filt & f
-        if not self._index_ready:
-            await self.index.create(overwrite=False)
-            self._index_ready = True
+        await self._ensure_index()
         result = await self.index.drop_by_filter(filt)
         metrics.CACHE_INVALIDATED.labels(self.region).inc(result.processed)
         return result.processed

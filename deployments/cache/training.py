@@ -9,7 +9,6 @@ part is written beside the model for `embassy eval cache` and is used by neither
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -21,23 +20,10 @@ import numpy as np
 
 from deployments.cache.mismatch import mismatch
 from deployments.cache.verifier import MAX_PAIR_TOKENS, PairVerifier, pair_split
+from deployments.guardrail.evaluation import read_jsonl
+from models.prepare import sha256_file
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-
-def read_pairs(path: Path) -> list[dict]:
-    rows = []
-    with path.open() as f:
-        for i, line in enumerate(f):
-            if line.strip():
-                row = json.loads(line)
-                row["index"] = i
-                rows.append(row)
-    return rows
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
@@ -52,10 +38,9 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
 
     random.seed(seed)
     torch.manual_seed(seed)
-    rows = read_pairs(pairs_file)
     parts = {"train": [], "calibrate": [], "test": []}
-    for r in rows:
-        parts[pair_split(r["index"])].append(r)
+    for i, r in enumerate(read_jsonl(pairs_file)):
+        parts[pair_split(i)].append(r)
     train = parts["train"]
     random.shuffle(train)
     train = train[:max_train] if max_train else train
@@ -90,7 +75,7 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    meta = {"threshold": 0.5, "pairs_file_sha256": file_sha256(pairs_file), "train_rows": len(train),
+    meta = {"threshold": 0.5, "pairs_file_sha256": sha256_file(pairs_file), "train_rows": len(train),
             "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
             "train_seconds": round(time.monotonic() - started, 1)}
     (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
