@@ -376,7 +376,15 @@ def eval_cache_cmd(
     from embassy.redis_server import start_redis
 
     settings = _settings(config)
-    rows = read_jsonl(pairs)[:limit] if limit else read_jsonl(pairs)
+    try:
+        rows = read_jsonl(pairs)[:limit] if limit else read_jsonl(pairs)
+        bad = next((i for i, r in enumerate(rows, 1) if not {"text_a", "text_b", "label"} <= set(r)), None)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    if bad is not None:
+        err.print(f"[red]{pairs}: row {bad}: needs text_a, text_b and label[/red]")
+        raise typer.Exit(2)
     local = None if settings.cache.redis_url else start_redis(Path(tempfile.mkdtemp(prefix="embassy-eval-")),
                                                                maxmemory_mb=1024)
     cache_settings = eval_settings(settings, settings.cache.redis_url or local.url)

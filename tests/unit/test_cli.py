@@ -60,3 +60,13 @@ def test_status_and_stop_when_nothing_runs(tmp_path):
 def test_serve_refuses_a_region_other_than_the_configs(tmp_path):
     result = runner.invoke(app, ["serve", "--region", "us", "--config", str(config(tmp_path))])
     assert result.exit_code == 2 and "region" in result.output
+
+
+def test_eval_cache_refuses_a_malformed_pairs_file_before_starting_anything(tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"text_a": "a", "text_b": "b", "label": 1}\nnot json\n')
+    result = runner.invoke(app, ["eval", "cache", "--pairs", str(bad), "--config", str(config(tmp_path))])
+    assert result.exit_code == 2 and "pairs.jsonl:2" in result.output
+    bad.write_text('{"text_a": "a", "label": 1}\n')
+    result = runner.invoke(app, ["eval", "cache", "--pairs", str(bad), "--config", str(config(tmp_path))])
+    assert result.exit_code == 2 and "needs text_a, text_b and label" in result.output
