@@ -98,10 +98,13 @@ class CacheLookup:
 @dataclass(frozen=True)
 class Retrieval:
     """Passages for a request, and the version of the corpus they came from (it changes
-    whenever the tenant's documents do; cache entries are tied to it)."""
+    whenever the tenant's documents do; cache entries are tied to it). `status`: see
+    `deployments.retriever.core.Retriever.retrieve`."""
 
     passages: tuple["Passage", ...] = ()
     corpus_version: str = "none"
+    status: Literal["grounded", "nothing_relevant", "no_corpus"] = "no_corpus"
+    screened_injections: int = 0  # passages that carried instructions to the model (removed or dropped)
 
 
 @dataclass(frozen=True)

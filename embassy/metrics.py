@@ -56,6 +56,13 @@ CACHE_STORES = Counter("embassy_cache_stores_total", "Answers offered to the cac
 CACHE_EVICTIONS = Counter("embassy_cache_evictions_total", "Keys Redis evicted under maxmemory.", ["region"])
 CACHE_INVALIDATED = Counter("embassy_cache_invalidated_total", "Entries removed by invalidation.", ["region"])
 
+RETRIEVALS = Counter("embassy_retrievals_total",
+                     "Retrievals by outcome (grounded, nothing_relevant, no_corpus).", ["region", "status"])
+RETRIEVER_INJECTIONS = Counter("embassy_retriever_injections_total",
+                               "Retrieved passages carrying instructions to the model, by action "
+                               "(neutralized: those sentences removed; dropped: nothing else left).",
+                               ["region", "action"])
+
 
 def render() -> tuple[bytes, str]:
     """The Prometheus text exposition of every process on this host."""

@@ -159,6 +159,72 @@ class CacheSettings(_Strict):
         "volatile-lru"
 
 
+class WeaviateSettings(_Strict):
+    """Connection to a Weaviate server (weaviate-client v4): one collection per region,
+    Weaviate multi-tenancy for tenants."""
+
+    url: str = Field("http://127.0.0.1:8080", description="HTTP endpoint of the server.")
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] = Field(50051, description="Its gRPC port.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding an API key (the key itself is never in config).")
+    collection_prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,30}$")] = "Embassy"
+    timeout_s: PositiveFloat = Field(10.0, description="Per-call timeout (connect, query, insert).")
+    batch_size: PositiveInt = Field(100, description="Objects per batch upsert.")
+
+
+class RetrieverSettings(_Strict):
+    """RAG over the region's documents. One store per region; every query filters by tenant."""
+
+    backend: Literal["lancedb", "weaviate"] = Field(
+        "lancedb", description="lancedb: embedded, on local disk under `path`; weaviate: a server.")
+    path: Path = Field(Path(".embassy/vectors"), description="LanceDB folder; each region gets its own below.")
+    weaviate: WeaviateSettings = WeaviateSettings()
+    top_k: PositiveInt = Field(3, description="Passages put in the prompt and cited.")
+    candidates: PositiveInt = Field(20, description="Hits taken from each of keyword and vector search "
+                                                    "before fusion.")
+    hybrid: bool = Field(True, description="Fuse keyword (BM25) and vector search; false: vector only.")
+    min_score: Annotated[float, Field(ge=-1, le=1)] = Field(
+        0.25, description="Passages whose cosine similarity to the question is lower are dropped.")
+    rerank_model: Path | None = Field(
+        None, description="A sentence-transformers CrossEncoder folder on disk to rerank the fused "
+                          "candidates with; null: keep the fusion's order.")
+    chunk_tokens: Annotated[int, Field(ge=32, le=256)] = Field(
+        200, description="Most embedder tokens per chunk (the embedder reads 256 at most).")
+    chunk_overlap: Annotated[int, Field(ge=0, le=128)] = Field(40, description="Tokens shared by neighbouring chunks.")
+    redact_documents: bool = Field(
+        True, description="Apply the region's PII policy to ingested text: types it allows are kept, "
+                          "the others replaced by a label such as [EMAIL].")
+    screen_injection: bool = Field(
+        True, description="Remove sentences of retrieved passages that carry instructions to the model "
+                          "(indirect prompt injection); a passage with nothing else left is dropped.")
+    injection_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="Injection score at which such a sentence is removed; default: the guard's.")
+    document_ner: bool = Field(
+        False, description="Also redact person names found by NER in documents. Off by default: spaCy's "
+                           "small model reads places and terms in long prose as names (France, Rotterdam, "
+                           "Brexit); identifiers and contact data are redacted either way.")
+    when_nothing_relevant: Literal["say_so", "answer"] = Field(
+        "say_so", description="When the tenant has documents but none is relevant: say_so answers "
+                              "`no_answer_text` without calling the model; answer lets the model answer, "
+                              "flagged ungrounded.")
+    no_answer_text: str = "I could not find this in your organization's documents, so I cannot answer it reliably."
+    prompt_template: str = Field(
+        "Answer the question using only the numbered sources below. If they do not contain the "
+        "answer, say that you do not know. Cite the sources you use like [1].\n\n{sources}\n\n"
+        "Question: {question}",
+        description="Replaces the last user message when passages were retrieved; "
+                    "{sources} and {question} are filled in.")
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> "RetrieverSettings":
+        for field in ("{sources}", "{question}"):
+            if field not in self.prompt_template:
+                raise ValueError(f"prompt_template must contain {field}")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
 class TenantSettings(_Strict):
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
         description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
@@ -206,6 +272,7 @@ class EmbassySettings(_Strict):
     cluster: ClusterSettings = ClusterSettings()
     guardrail: GuardrailSettings = GuardrailSettings()
     cache: CacheSettings = CacheSettings()
+    retriever: RetrieverSettings = RetrieverSettings()
     dev_tenant: Identifier | None = Field(
         "dev", description="Tenant created with a key on first `embassy serve`; null to disable.")
 

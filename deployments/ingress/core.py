@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 
 from deployments.cache.scope import scope_of
 from deployments.ingress.protocol import ChatCompletionRequest
+from deployments.retriever.prompt import grounded_request
 from embassy import metrics
 from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
     RequestTimeout, ServiceUnavailable
@@ -100,10 +101,16 @@ class _Prepared:
     started: float
     guard_input: GuardVerdict
     cache: CacheLookup
-    passages: list[Passage]
-    corpus_version: str
+    passages: list[Passage]  # cited; the model saw them unless the answer came from the cache
+    retrieval: Retrieval
+    model_request: GenerationRequest  # `request` with the passages placed in the prompt
     flight: str | None = None  # this request leads the model call others with its key wait on
     store: bool = True
+    canned: str | None = None  # nothing relevant retrieved: this answer, without the model
+
+    @property
+    def corpus_version(self) -> str:
+        return self.retrieval.corpus_version
 
     def answer_from_cache(self) -> str:
         """A hit's answer for this caller: the stored text is redacted; its placeholders
@@ -221,8 +228,12 @@ class ChatService:
         self._corpus_versions[ctx.tenant] = retrieval.corpus_version
         if cache.status == "hit" and cache.corpus_version != retrieval.corpus_version:
             cache = CacheLookup("miss", reason="the corpus changed since this answer was stored")
+        canned = None
+        if (cache.status != "hit" and retrieval.status == "nothing_relevant"
+                and self.settings.retriever.when_nothing_relevant == "say_so"):
+            canned = self.settings.retriever.no_answer_text
         flight = None
-        if cache.status == "miss" and control.store:  # no-store: its answer is not shared either
+        if cache.status == "miss" and control.store and canned is None:  # no-store: not shared either
             key = scope_of(request, "").entry_key()
             joined = await self._flights.join(key)
             if joined is True:
@@ -230,17 +241,19 @@ class ChatService:
             elif joined is not None:
                 cache = CacheLookup("hit", text=joined[0], reason="coalesced with an identical request",
                                     corpus_version=retrieval.corpus_version, completion_tokens=joined[1])
-        passages = [] if cache.status == "hit" else list(retrieval.passages)
-        request = replace(request, passages=tuple(passages))
+        # A hit is still cited: the passages are this question's, from the same corpus version.
+        passages = list(retrieval.passages)
+        request = replace(request, passages=tuple(passages) if cache.status != "hit" else ())
+        model_request = grounded_request(request, self.settings.retriever.prompt_template)
         return _Prepared(ctx, body, request, timings, started, verdict, cache, passages,
-                         retrieval.corpus_version, flight, control.store)
+                         retrieval, model_request, flight, control.store, canned)
 
     def _settle(self, p: _Prepared, answer: str | None, completion_tokens: int) -> None:
         """After a miss: hand its answer (None: nothing cacheable) to the requests waiting on
         it, and offer it to the cache off the response's path."""
         if p.flight is not None:
             self._flights.settle(p.flight, (answer, completion_tokens) if answer is not None else None)
-        if answer is not None and p.cache.status == "miss" and p.store:
+        if answer is not None and p.cache.status == "miss" and p.store and p.canned is None:
             task = asyncio.get_running_loop().create_task(self._store(p, answer, completion_tokens))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -295,6 +308,10 @@ class ChatService:
                       "tokens_saved": p.cache.completion_tokens if p.cache.status == "hit" else 0},
             "citations": [{"document_id": c.document_id, "chunk_id": c.chunk_id, "source": c.source,
                            "score": c.score, "snippet": c.text[:200]} for c in p.passages],
+            "grounding": {"status": p.retrieval.status, "corpus_version": p.corpus_version,
+                          "screened_injections": p.retrieval.screened_injections,
+                          "answered_by": ("cache" if p.cache.status == "hit" else
+                                          "no_answer_text" if p.canned is not None else "model")},
             "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category,
                                     "scores": p.guard_input.scores},
                           "output": ({"action": output.action, "category": output.category}
@@ -330,14 +347,14 @@ class ChatService:
         deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
         p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
-        if p.cache.status == "hit":
-            return self._completion(p, p.answer_from_cache(), "stop", 0, 0, None)
+        if p.cache.status == "hit" or p.canned is not None:
+            return self._completion(p, p.canned or p.answer_from_cache(), "stop", 0, 0, None)
         cacheable = None
         prompt_tokens = completion_tokens = 0
         try:
             parts: list[str] = []
             finish = None
-            stream = self.nodes.generate(p.request)
+            stream = self.nodes.generate(p.model_request)
             t0 = time.perf_counter()
             try:
                 while True:
@@ -393,10 +410,10 @@ class ChatService:
         deadline = self._deadline(timeout_ms)
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
         p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
-        if p.cache.status == "hit":
+        if p.cache.status == "hit" or p.canned is not None:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
-            return self._sse_hit(p)
-        gen = self.nodes.generate(p.request)
+            return self._sse_text(p, p.canned or p.answer_from_cache())
+        gen = self.nodes.generate(p.model_request)
         t0 = time.perf_counter()
         try:
             first = await self._with_deadline(anext(gen), deadline)
@@ -407,11 +424,12 @@ class ChatService:
         metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
         return self._sse(tenant, p, gen, first, deadline, t0)
 
-    async def _sse_hit(self, p: _Prepared) -> AsyncIterator[bytes]:
-        """A hit as a stream: the chunks a generation sends, a few words each."""
+    async def _sse_text(self, p: _Prepared, text: str) -> AsyncIterator[bytes]:
+        """An answer made without the model (a cache hit, the no-answer text) as a stream:
+        the chunks a generation sends, a few words each."""
         out = _SseChunks(p.ctx.request_id, p.body)
         yield out.chunk({"role": "assistant", "content": ""})
-        for piece in re.findall(r"\S+\s*|\s+", p.answer_from_cache()):
+        for piece in re.findall(r"\S+\s*|\s+", text):
             yield out.chunk({"content": piece})
         yield out.chunk({}, "stop", embassy=self._embassy_field(p, None))
         if out.include_usage:
