@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from deployments.retriever.core import CorpusRetriever
 from deployments.retriever.store import VectorStore
+from embassy.errors import EmbassyError, ServiceUnavailable
 from embassy.graph_types import GenerationRequest, Retrieval
 from embassy.settings import EmbassySettings
+
+log = logging.getLogger("embassy.retriever")
 
 
 def open_store(settings: EmbassySettings) -> VectorStore:
@@ -19,7 +23,7 @@ def open_store(settings: EmbassySettings) -> VectorStore:
         return WeaviateStore(r.weaviate, settings.region)
     from deployments.retriever.lancedb_store import LanceDBStore
 
-    return LanceDBStore(settings.resolve(r.path), settings.region)
+    return LanceDBStore(settings.vectors_path, settings.region)
 
 
 def build_retriever(settings: EmbassySettings) -> CorpusRetriever:
@@ -44,11 +48,21 @@ class RetrieverDeployment:
         self._starting: asyncio.Future | None = None
 
     async def retrieve(self, request: GenerationRequest) -> Retrieval:
-        # Serve builds replicas synchronously; the store connects on first use, once.
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self.core.start())
-        await asyncio.shield(self._starting)
-        return await self.core.retrieve(request)
+        try:
+            # Serve builds replicas synchronously; the store connects on first use, once.
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self.core.start())
+            await asyncio.shield(self._starting)
+            return await self.core.retrieve(request)
+        except EmbassyError:
+            raise
+        except Exception as exc:  # a store that cannot answer: the caller may retry, nothing is invented
+            if self._starting is not None and self._starting.done() and self._starting.exception():
+                self._starting = None  # connect again on the next request
+            log.error("request %s: document store failed: %s: %s", request.ctx.request_id,
+                      type(exc).__name__, exc)
+            raise ServiceUnavailable("The document store of this region is unavailable. Please retry.",
+                                     headers={"retry-after": "5"}) from None
 
     async def ready(self) -> bool:
         return True

@@ -23,6 +23,8 @@ ATTACK_FEATURES = ("override_en", "override_short_en", "override_de", "override_
 _ATTACK_INDEX = [FEATURE_NAMES.index(name) for name in ATTACK_FEATURES]
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 REMOVED = "[removed: instructions addressed to the assistant]"
+# Chat-template control tokens have no business in a document whatever surrounds them.
+_CONTROL = re.compile(r"<\|[A-Za-z_]{2,20}\|>|\[/?INST\]|<</?SYS>>")
 
 
 class PassageScreen:
@@ -32,11 +34,13 @@ class PassageScreen:
         self.threshold = threshold or model.threshold
 
     def screen(self, text: str) -> tuple[str, int]:
-        """The passage with flagged sentences replaced by a marker, and how many were."""
+        """The passage with flagged sentences replaced by a marker, and how many were
+        (control tokens stripped count as one)."""
+        text, controls = _CONTROL.subn("", text)
         spans = [m.span() for m in _SENTENCE.finditer(text)]
         suspects = [(a, b) for a, b in spans if hand_features(text[a:b])[_ATTACK_INDEX].any()]
         if not suspects:
-            return text, 0
+            return text, min(controls, 1)
         vectors = self.embed([text[a:b] for a, b in suspects])
         flagged = [(a, b) for (a, b), v in zip(suspects, vectors)
                    if self.model.score(text[a:b], v) > self.threshold]
@@ -45,7 +49,7 @@ class PassageScreen:
             out += [text[pos:a], REMOVED, "\n" if text[a:b].endswith("\n") else " "]
             pos = b
         out.append(text[pos:])
-        return "".join(out), len(flagged)
+        return "".join(out), len(flagged) or min(controls, 1)
 
 
 def has_content(text: str, heading: str) -> bool:

@@ -129,7 +129,7 @@ class WeaviateStore(VectorStore):
         await self._documents(tenant).data.insert_many([DataObject(
             properties={"document_id": record.document_id, "source": record.source,
                         "content_hash": record.content_hash, "chunks": record.chunks},
-            uuid=generate_uuid5(record.document_id), vector=[0.0])])
+            uuid=generate_uuid5(record.document_id))])
 
     async def delete_document(self, tenant: str, document_id: str) -> int:
         from weaviate.classes.query import Filter
