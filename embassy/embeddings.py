@@ -85,15 +85,20 @@ class Embedder:
         """Unit-length embeddings, one row per text."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = self._tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=MAX_TOKENS,
+        # Batches of similar length (as sentence-transformers does): padding a short text to
+        # a long neighbour's length wastes most of a batch's work (ingesting 200-token chunks
+        # beside 20-token ones ran 1.5x slower).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            enc = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=MAX_TOKENS,
                                   return_tensors="np")
             hidden = self._session.run(None, {k: enc[k].astype(np.int64) for k in _INPUTS})[0]
             mask = enc["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-            out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(out).astype(np.float32)
+            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 @lru_cache(maxsize=1)
