@@ -192,3 +192,24 @@ def test_region_pii_policy_applies_to_ingested_text(tmp_path):
     assert cli("ingest", str(doc), "-t", "acme", "-c", str(config)).exit_code == 0
     text = retrieve(config, "acme", "Who answers about VAT on imports into Norway?").passages[0].text
     assert "oslo.desk@example.no" in text and "[PHONE]" in text
+
+
+def test_a_configured_cross_encoder_reranks_the_candidates(corpus_region, tmp_path):
+    """Any local CrossEncoder folder works; the cache's trained verifier is one on every machine."""
+    from sentence_transformers import CrossEncoder
+
+    config, _ = corpus_region
+    settings = load_settings(config, environ={})
+    folder = PROJECT_ROOT / ".embassy" / "models" / "cache-verifier"
+    reranking = settings.model_copy(update={"retriever": settings.retriever.model_copy(
+        update={"rerank_model": folder, "top_k": 5})})
+    question = "What duty rate applies to tobacco imported into the UAE?"
+
+    async def run():
+        retriever = build_retriever(reranking)
+        await retriever.start()
+        return await retriever.retrieve(question_request(question, "acme", "eu"))
+    passages = asyncio.run(run()).passages
+    assert len(passages) == 5
+    scores = CrossEncoder(str(folder), device="cpu").predict([(question, p.text) for p in passages])
+    assert all(a >= b - 1e-4 for a, b in zip(scores, scores[1:])), scores  # best first, by the model
