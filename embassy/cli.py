@@ -523,12 +523,13 @@ def corpus_stats(tenant: str = typer.Option(None, "--tenant", "-t", help="Also l
 
 
 @corpus_app.command("delete")
-def corpus_delete(tenant: str = typer.Option(..., "--tenant", "-t"),
+def corpus_delete(tenant: str = typer.Option(None, "--tenant", "-t", help="Whose documents; omit with --all "
+                                                                          "and --region for every tenant."),
                   document: str = typer.Option(None, "--document", help="A document id (see `corpus stats -t`)."),
                   source: str = typer.Option(None, "--source", help="A document by the path it was ingested from."),
-                  everything: bool = typer.Option(False, "--all", help="All of the tenant's documents here."),
+                  everything: bool = typer.Option(False, "--all", help="All of the tenant's (or region's) documents."),
                   region: str = RegionOpt, config: Path = ConfigOpt) -> None:
-    """Remove a document, or all of a tenant's documents, from the region's corpus."""
+    """Remove a document, all of a tenant's documents, or the whole region's corpus."""
     import asyncio
 
     from deployments.retriever.ingest import source_of
@@ -538,12 +539,15 @@ def corpus_delete(tenant: str = typer.Option(..., "--tenant", "-t"),
     if sum(x is not None and x is not False for x in (document, source, everything)) != 1:
         err.print("[red]name exactly one of --document, --source, --all[/red]")
         raise typer.Exit(2)
+    if tenant is None and not (everything and region):
+        err.print("[red]--tenant is required, except with --all --region R (every tenant of the region)[/red]")
+        raise typer.Exit(2)
     if source is not None:
         document = document_id_for(tenant, source_of(Path(source)))
 
     async def work(store):
         if everything:
-            return await store.delete_tenant(tenant)
+            return await (store.delete_tenant(tenant) if tenant else store.delete_region())
         return await store.delete_document(tenant, document)
     removed = asyncio.run(_with_store(settings, work))
     print(json.dumps({"region": settings.region, "tenant": tenant, "document_id": document,
@@ -551,7 +555,6 @@ def corpus_delete(tenant: str = typer.Option(..., "--tenant", "-t"),
     if not everything and removed == 0:
         err.print(f"[red]no document {document} for tenant {tenant!r} in region {settings.region}[/red]")
         raise typer.Exit(1)
-
 
 def main() -> None:
     try:

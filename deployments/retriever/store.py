@@ -90,6 +90,13 @@ class VectorStore(ABC):
     async def delete_tenant(self, tenant: str) -> int:
         """Remove all of a tenant's documents in this region; returns the chunks removed."""
 
+    async def delete_region(self) -> int:
+        """Remove every tenant's documents in this region; returns the chunks removed."""
+        removed = 0
+        for tenant in await self.tenants():
+            removed += await self.delete_tenant(tenant)
+        return removed
+
     @abstractmethod
     async def search(self, tenant: str, text: str, vector: np.ndarray, limit: int, hybrid: bool = True,
                      document_ids: list[str] | None = None) -> list[Candidate]:

@@ -122,6 +122,9 @@ def test_reingest_is_idempotent_and_a_changed_file_replaces_its_chunks(tmp_path)
     assert stats(config)["tenants"]["acme"]["documents"] == 7
     missing = cli("corpus", "delete", "-t", "acme", "--source", str(uae), "-c", str(config))
     assert missing.exit_code == 1
+    assert cli("corpus", "delete", "--all", "-c", str(config)).exit_code == 2  # a region needs --region
+    region = cli("corpus", "delete", "--all", "--region", "eu", "-c", str(config))
+    assert region.exit_code == 0 and stats(config)["tenants"] == {}
 
 
 def test_corrupt_and_unsupported_files_are_reported_and_the_rest_ingested(tmp_path):

@@ -147,3 +147,13 @@ async def test_delete_by_document_and_by_tenant(stores):
     assert await eu.corpus_version("acme") == EMPTY_CORPUS
     assert await _search(eu, "acme", "Chilean DIN") == []
     assert (await eu.stats())["globex"]["chunks"] == 2
+
+
+async def test_delete_a_whole_region(stores):
+    eu, us = stores
+    await eu.replace_document("acme", *_doc("acme", "baltic.md", BALTIC))
+    await eu.replace_document("globex", *_doc("globex", "andes.md", ANDES))
+    await us.replace_document("acme", *_doc("acme", "andes.md", ANDES))
+    assert await eu.delete_region() == 4
+    assert await eu.stats() == {} and await eu.tenants() == []
+    assert (await us.stats())["acme"]["chunks"] == 2  # another region is untouched
