@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from embassy.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "cluster_configs" / "local.yaml"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "cluster_configs" / "regions.yaml"
 
 app = typer.Typer(help="Embassy: regional LLM serving over an OpenAI-compatible API.",
                   no_args_is_help=True, add_completion=False)
@@ -26,6 +27,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(guard_app, name="guard")
 app.add_typer(cache_app, name="cache")
 app.add_typer(eval_app, name="eval")
+config_app = typer.Typer(help="The multi-region topology and the files rendered from it.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+dns_app = typer.Typer(help="The geo-DNS front.", no_args_is_help=True)
+app.add_typer(dns_app, name="dns")
 corpus_app = typer.Typer(help="The region's documents for retrieval (RAG).", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 console = Console()
@@ -47,6 +53,19 @@ def _settings(config: Path, region: str | None = None):
         err.print(f"[red]{config}: region: is {settings.region!r}, not {region!r}[/red]")
         raise typer.Exit(2)
     return settings
+
+
+TopologyOpt = typer.Option(DEFAULT_TOPOLOGY, "--topology", help="The multi-region topology YAML.")
+
+
+def _topology(path: Path):
+    from embassy.topology import load_topology
+
+    try:
+        return load_topology(path)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
 
 
 def _prepare_models(settings) -> None:
@@ -79,6 +98,8 @@ def serve(region: str = RegionOpt, config: Path = ConfigOpt,
     from embassy.tenants import create_key, tenant_has_key
 
     settings = _settings(config, region)
+    if settings.topology is not None:  # never start a region on a topology that does not hold
+        _topology(settings.resolve(settings.topology))
     _prepare_models(settings)
     with console.status("starting") as status:
         try:
@@ -555,6 +576,44 @@ def corpus_delete(tenant: str = typer.Option(None, "--tenant", "-t", help="Whose
     if not everything and removed == 0:
         err.print(f"[red]no document {document} for tenant {tenant!r} in region {settings.region}[/red]")
         raise typer.Exit(1)
+
+
+@config_app.command("validate")
+def config_validate(topology: Path = TopologyOpt) -> None:
+    """Check the topology and residency policy, and every region's settings derived from it."""
+    from pydantic import ValidationError
+
+    from embassy.render import region_settings
+    from embassy.settings import format_validation_error
+
+    topo = _topology(topology)
+    problems = []
+    for region in topo.regions:
+        try:
+            region_settings(topo, region, topology)
+        except ValidationError as exc:
+            problems.append(format_validation_error(f"{topology}: regions.{region} (rendered settings)", exc))
+    if problems:
+        err.print("[red]" + "\n".join(problems) + "[/red]")
+        raise typer.Exit(2)
+    console.print(f"{topology}: {len(topo.regions)} regions, {sum(len(r.countries) for r in topo.regions.values())} "
+                  f"countries, {len(topo.jurisdictions)} jurisdiction policies: valid")
+
+
+@config_app.command("render")
+def config_render(region: str = typer.Option(..., "--region", "-r"), topology: Path = TopologyOpt,
+                  out: Path = typer.Option(None, "--out", help="Folder; default cluster_configs/regions/<region>/.")
+                  ) -> None:
+    """Write the region's settings, Serve config, Ray cluster launcher YAML and KubeRay RayService."""
+    from embassy.render import render_region
+
+    topo = _topology(topology)
+    if region not in topo.regions:
+        err.print(f"[red]{topology}: regions: no region {region!r} (regions: {sorted(topo.regions)})[/red]")
+        raise typer.Exit(2)
+    folder = out or DEFAULT_TOPOLOGY.parent / "regions" / region
+    for kind, path in render_region(topo, region, topology, folder).items():
+        console.print(f"{kind:12s} {path}")
 
 def main() -> None:
     try:

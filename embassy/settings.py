@@ -233,6 +233,9 @@ class TenantSettings(_Strict):
     models: list[Identifier] = Field(description="Model ids this tenant may call.")
     pii: dict[PiiType, PiiAction] = Field(
         default_factory=dict, description="Overrides of the region's PII policy for this tenant.")
+    subject_header: bool = Field(
+        False, description="The tenant may name another data-subject jurisdiction per request with "
+                           "the `x-embassy-data-subject` header.")
 
 
 class ClusterSettings(_Strict):
@@ -275,6 +278,10 @@ class EmbassySettings(_Strict):
     guardrail: GuardrailSettings = GuardrailSettings()
     cache: CacheSettings = CacheSettings()
     retriever: RetrieverSettings = RetrieverSettings()
+    topology: Path | None = Field(
+        None, description="The multi-region topology (cluster_configs/regions.yaml); set, the ingress "
+                          "enforces its residency policy. Null: a single region that serves every tenant.")
+    public_endpoint: str | None = Field(None, description="This region's URL in the topology.")
     dev_tenant: Identifier | None = Field(
         "dev", description="Tenant created with a key on first `embassy serve`; null to disable.")
 
