@@ -615,6 +615,58 @@ def config_render(region: str = typer.Option(..., "--region", "-r"), topology: P
     for kind, path in render_region(topo, region, topology, folder).items():
         console.print(f"{kind:12s} {path}")
 
+
+@dns_app.command("serve")
+def dns_serve(topology: Path = TopologyOpt, port: int = typer.Option(5353, "--port"),
+              address: str = typer.Option("127.0.0.1", "--address"),
+              geoip_db: Path = typer.Option(None, "--geoip-db", help="A MaxMind-format country database; "
+                                            "default: one built from the topology's dns.subnets."),
+              down: list[str] = typer.Option([], "--down", help="Treat this region as down (repeatable)."),
+              health_interval: float = typer.Option(5.0, "--health-interval",
+                                                    help="Seconds between /readyz probes of every region "
+                                                         "(0: no probes; only --down counts)."),
+              state_dir: Path = typer.Option(Path(".embassy/dns"), "--state-dir")) -> None:
+    """Run PowerDNS's GeoIP backend for the topology's zone, re-rendering the zone when a
+    region goes down or comes back (fail-over only where the residency policy allows)."""
+    import signal
+    import time
+
+    from embassy.geodns import build_geoip_db, probe_down, start_geodns
+
+    def _interrupt(*_):  # a supervisor's SIGTERM stops PowerDNS too (it runs in its own session)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _interrupt)
+    topo = _topology(topology)
+    unknown = sorted(set(down) - set(topo.regions))
+    if unknown:
+        err.print(f"[red]--down: unknown region(s) {unknown}[/red]")
+        raise typer.Exit(2)
+    if geoip_db is None:
+        if not topo.dns.subnets:
+            err.print(f"[red]{topology}: dns.subnets is empty; pass --geoip-db with a country database[/red]")
+            raise typer.Exit(2)
+        geoip_db = build_geoip_db(topo.dns.subnets, state_dir / "subnets.mmdb")
+    current = set(down) | (probe_down(topo) if health_interval > 0 else set())
+    try:
+        server = start_geodns(topo, state_dir / "pdns", port, geoip_db, current, address)
+    except RuntimeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(f"geo-DNS for {topo.dns.zone} on {address}:{port} (down: {sorted(current) or 'none'})")
+    try:
+        while True:
+            time.sleep(health_interval if health_interval > 0 else 3600)
+            now = set(down) | probe_down(topo)
+            if now != current:
+                server.stop()
+                server = start_geodns(topo, state_dir / "pdns", port, geoip_db, now, address)
+                console.print(f"regions down: {sorted(now) or 'none'}; zone re-rendered")
+                current = now
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
 def main() -> None:
     try:
         app()

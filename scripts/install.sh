@@ -46,6 +46,27 @@ train_cache_verifier() {
   echo "$code" > "$out/.code"
 }
 
+# The geo-DNS front runs Debian's PowerDNS with its GeoIP backend (`embassy dns serve`).
+have_powerdns() {
+  { command -v pdns_server >/dev/null || [ -x /usr/sbin/pdns_server ]; } &&
+    ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1
+}
+
+install_powerdns() {
+  have_powerdns && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "warning: no apt-get; install PowerDNS with its GeoIP backend yourself (the DNS tests skip without it)" >&2
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  echo "installing PowerDNS (pdns-server, pdns-backend-geoip) ..."
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pdns-server pdns-backend-geoip >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null 2>&1
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pdns-server pdns-backend-geoip >/dev/null
+  } || echo "warning: could not install PowerDNS; the DNS tests will skip" >&2
+}
+
 export_embedder() {
   [ -f .embassy/models/all-MiniLM-L6-v2.onnx ] && return 0
   echo "exporting the sentence embedder to ONNX (once) ..."
@@ -59,5 +80,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   install_packages
   echo "$want" > "$stamp"
 fi
+install_powerdns
 export_embedder
 train_cache_verifier
