@@ -456,6 +456,8 @@ async def _with_store(settings, work):
 @app.command()
 def ingest(paths: list[Path] = typer.Argument(..., help="Files, or folders to read recursively."),
            tenant: str = typer.Option(..., "--tenant", "-t"), region: str = RegionOpt, config: Path = ConfigOpt,
+           subject: str = typer.Option("", "--subject", help="The data subject these documents are about "
+                                                              "(`embassy erase --subject` removes them)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Read text, Markdown, HTML and PDF files into the region's corpus for a tenant.
 
@@ -497,7 +499,8 @@ def ingest(paths: list[Path] = typer.Argument(..., help="Files, or folders to re
                 bar.advance(task, n)
 
         report = asyncio.run(_with_store(settings, lambda store: run_ingest(
-            paths, store, tenant, shared_embedder().embed, settings.retriever, redact, progress=step)))
+            paths, store, tenant, shared_embedder().embed, settings.retriever, redact, progress=step,
+            subject=subject)))
         bar.update(task, completed=len(files))
     for source, reason in report.failed:
         err.print(f"[red]failed: {source}: {reason}[/red]")
@@ -577,6 +580,56 @@ def corpus_delete(tenant: str = typer.Option(None, "--tenant", "-t", help="Whose
         err.print(f"[red]no document {document} for tenant {tenant!r} in region {settings.region}[/red]")
         raise typer.Exit(1)
 
+
+
+@app.command()
+def erase(subject: str = typer.Option(..., "--subject", help="The data subject's id."),
+          region: str = typer.Option(..., "--region", "-r", help="Must match the config's region."),
+          tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's data (default: all)."),
+          config: Path = ConfigOpt) -> None:
+    """Remove a data subject's cache entries and documents in the region; print what was removed.
+    Exit 1 if a store could not be reached (the erasure is then incomplete: run it again)."""
+    import asyncio
+    import re
+
+    from deployments.cache.deployment import build_cache
+
+    settings = _settings(config, region)
+    if not re.match(r"^[A-Za-z0-9._:-]{1,128}$", subject):
+        err.print("[red]--subject: 1-128 letters, digits or ._:-[/red]")
+        raise typer.Exit(2)
+    out: dict = {"region": settings.region, "subject": subject, "tenant": tenant}
+
+    async def documents(store):
+        removed = await store.delete_subject(subject, tenant)
+        return [{"document_id": d.document_id, "source": d.source, "chunks": d.chunks} for d in removed]
+    out["documents_removed"] = asyncio.run(_with_store(settings, documents))
+    out["chunks_removed"] = sum(d["chunks"] for d in out["documents_removed"])
+    failed = False
+    url = _cache_redis_url(settings) if settings.cache.enabled else None
+    if url:
+        cache_settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"redis_url": url})})
+
+        async def cache_entries() -> int:
+            cache = build_cache(cache_settings)
+            try:
+                return await cache.invalidate(subject=subject, **({"tenant": tenant} if tenant else {}))
+            finally:
+                await cache.close()
+        try:
+            out["cache_entries_removed"] = asyncio.run(cache_entries())
+        except Exception as exc:  # Redis away: say so, and fail
+            out["cache_entries_removed"] = None
+            err.print(f"[red]cache: {type(exc).__name__}: {exc}; cache entries were not erased[/red]")
+            failed = True
+    else:
+        out["cache_entries_removed"] = 0 if not settings.cache.enabled else None
+        if settings.cache.enabled:
+            err.print("[red]cache: no Redis (cache.redis_url unset and no running stack); entries not erased[/red]")
+            failed = True
+    print(json.dumps(out))
+    if failed:
+        raise typer.Exit(1)
 
 @config_app.command("validate")
 def config_validate(topology: Path = TopologyOpt) -> None:

@@ -109,6 +109,13 @@ class Overloaded(EmbassyError):
         super().__init__(message, **kw)
 
 
+class MisdirectedRequest(EmbassyError):
+    """This region may not process the request's data (residency); the message and the
+    `x-embassy-region-endpoint` header name a region that may."""
+
+    status, type, code = 421, "invalid_request_error", "misdirected_request"
+
+
 class ServiceUnavailable(EmbassyError):
     status, type, code = 503, "server_error", "service_unavailable"
 

@@ -22,6 +22,7 @@ class RequestContext:
     tenant: str
     region: str
     jurisdiction: str
+    subject: str | None = None  # the data subject's id when the caller names one (erasure finds it)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Tenant:
     id: str
     jurisdiction: str
     models: frozenset[str]
+    subject_header: bool = False  # may name another data-subject jurisdiction per request
 
 
 def hash_key(key: str) -> str:
@@ -74,7 +75,8 @@ class KeyStore:
 
     def __init__(self, path: Path, tenants: dict[str, TenantSettings]) -> None:
         self.path = path
-        self.tenants = {tid: Tenant(tid, t.jurisdiction, frozenset(t.models)) for tid, t in tenants.items()}
+        self.tenants = {tid: Tenant(tid, t.jurisdiction, frozenset(t.models), t.subject_header)
+                        for tid, t in tenants.items()}
         self._mtime: float | None = None
         self._by_hash: dict[str, str] = {}
 

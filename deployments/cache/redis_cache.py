@@ -32,7 +32,8 @@ from embassy.settings import CacheSettings
 log = logging.getLogger("embassy.cache")
 
 DIMS = 384  # all-MiniLM-L6-v2
-TAGS = ("scope", "tenant", "region", "model", "model_version", "corpus_version")
+TAGS = ("scope", "tenant", "region", "model", "model_version", "corpus_version", "subject")
+NO_SUBJECT = "-"  # entries from requests that named no data subject
 
 
 def index_schema(name: str) -> dict:
@@ -218,7 +219,8 @@ class RedisSemanticCache(SemanticCache):
         entry = {"query": scope.query, "answer": answer, "completion_tokens": completion_tokens,
                  "created_at": time.time(), "scope": scope.key, "tenant": scope.tenant,
                  "region": scope.region, "model": scope.model, "model_version": scope.model_version,
-                 "corpus_version": corpus_version, "embedding": vector.astype(np.float32).tobytes()}
+                 "corpus_version": corpus_version, "subject": request.ctx.subject or NO_SUBJECT,
+                 "embedding": vector.astype(np.float32).tobytes()}
         try:
             await self._redis(self.index.load([entry], keys=[self._key(scope)], ttl=self.settings.ttl_s))
         except RedisUnavailable:

@@ -54,7 +54,7 @@ def scope_of(request: GenerationRequest, model_version: str) -> CacheScope:
     *earlier, last = request.messages
     s = request.sampling
     exact = {
-        "region": request.ctx.region, "tenant": request.ctx.tenant,
+        "region": request.ctx.region, "tenant": request.ctx.tenant, "jurisdiction": request.ctx.jurisdiction,
         "model": request.model, "model_version": model_version,
         # System prompts and earlier turns, in order: a different conversation is a
         # different question even when its last message reads the same.

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import MutableHeaders
 
 from deployments.ingress.core import CacheControl, ChatService, request_id_from
+from embassy.residency import SUBJECT_ID_HEADER, SUBJECT_JURISDICTION_HEADER
 from deployments.ingress.protocol import parse_chat_request
 from embassy import metrics
 from embassy.errors import EmbassyError, InvalidRequest, PayloadTooLarge
@@ -165,6 +166,19 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         except Exception as exc:
             return error_response(exc, request_id)
 
+    @app.post("/v1/admin/erase")
+    async def erase(request: Request) -> Response:
+        """Erase a data subject in this region: {"subject": ID} -> what was removed."""
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
+            data = await read_json(request, service.settings.requests.max_body_bytes)
+            if not isinstance(data, dict):
+                raise InvalidRequest("The body must be a JSON object: {\"subject\": ID}.", param=None)
+            return JSONResponse(await service.erase(caller, data))
+        except Exception as exc:
+            return error_response(exc, request_id)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
@@ -172,8 +186,11 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         model, tenant, status = "unknown", None, 500
         admitted = handed_off = False  # handed_off: the stream frees its own slot
         try:
-            # Authenticate from the header before reading a byte of the body.
+            # Authenticate from the header before reading a byte of the body; residency too:
+            # a region that may not process the subject's data reads none of it.
             tenant = service.keys.authenticate(request.headers.get("authorization"))
+            admission = await service.residency.admit(tenant, request.headers.get(SUBJECT_JURISDICTION_HEADER),
+                                                      request.headers.get(SUBJECT_ID_HEADER))
             data = await read_json(request, service.settings.requests.max_body_bytes)
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 model = data["model"] if data["model"] in service.context_lengths else "unknown"
@@ -184,12 +201,12 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             service.admit()
             admitted = True
             if body.stream:
-                events = await service.stream(tenant, body, request_id, timeout_ms, control)
+                events = await service.stream(tenant, body, request_id, timeout_ms, control, admission)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, service, _finish(
                     service, model, tenant, started)), media_type="text/event-stream",
                     headers={"cache-control": "no-cache"})
-            result = await service.complete(tenant, body, request_id, timeout_ms, control)
+            result = await service.complete(tenant, body, request_id, timeout_ms, control, admission)
             status = 200
             return JSONResponse(result)
         except BaseException as exc:

@@ -27,11 +27,14 @@ from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelN
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
 from embassy.placeholders import restore
+from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, Tenant
+from embassy.topology import load_topology
 
 log = logging.getLogger("embassy.ingress")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SUBJECT = _REQUEST_ID  # data subject ids: the same alphabet
 GRAPH_NODES = ("guardrail", "cache", "retriever", "llm")
 
 
@@ -53,6 +56,10 @@ class GraphNodes(ABC):
 
     @abstractmethod
     async def retrieve(self, request: GenerationRequest) -> Retrieval: ...
+
+    @abstractmethod
+    async def erase_documents(self, subject: str, tenant: str | None) -> list[dict[str, Any]]:
+        """Remove the documents about a data subject in this region; returns what was removed."""
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
@@ -153,6 +160,8 @@ class ChatService:
         self._inflight = 0
         self._flights = MissFlights()
         self._corpus_versions: dict[str, str] = {}  # tenant -> last version the retriever reported
+        topology = load_topology(settings.resolve(settings.topology)) if settings.topology else None
+        self.residency = ResidencyGate(topology, settings.region)
         self._background: set[asyncio.Task] = set()
 
     # -- admission ---------------------------------------------------------------------
@@ -284,6 +293,24 @@ class ChatService:
         removed = await self.nodes.invalidate_cache(match)
         return {"region": self.region, "match": match, "removed": removed}
 
+    async def erase(self, caller: Tenant | None, data: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/admin/erase`: a data subject's cache entries and documents in this
+        region. An operator key erases across tenants; a tenant key within its own."""
+        subject = data.get("subject")
+        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+            raise InvalidRequest("'subject' must be 1-128 letters, digits or ._:-", param="subject")
+        unknown = sorted(set(data) - {"subject"})
+        if unknown:
+            raise InvalidRequest(f"Unknown field(s) {unknown}.", param=unknown[0])
+        tenant = caller.id if caller is not None else None
+        match = {"subject": subject, **({"tenant": tenant} if tenant else {})}
+        entries = await self.nodes.invalidate_cache(match)
+        documents = await self.nodes.erase_documents(subject, tenant)
+        log.info("erased data subject in region %s: %d cache entries, %d documents", self.region, entries,
+                 len(documents))
+        return {"region": self.region, "subject": subject, "tenant": tenant, "cache_entries_removed": entries,
+                "documents_removed": documents, "chunks_removed": sum(d["chunks"] for d in documents)}
+
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
         # The screened request's system messages: the caller's own and the configured one.
         system_prompts = tuple(m.content for m in p.request.messages if m.role == "system")
@@ -340,12 +367,20 @@ class ChatService:
 
     # -- entry points ------------------------------------------------------------------
 
+    def _context(self, tenant: Tenant, request_id: str, admission: Admission | None,
+                 control: CacheControl) -> tuple[RequestContext, CacheControl]:
+        admission = admission or Admission(tenant.jurisdiction, True)
+        if not admission.may_store:  # processed here, kept only where the policy allows
+            control = CacheControl(lookup=control.lookup, store=False)
+        return RequestContext(request_id, tenant.id, self.region, admission.jurisdiction, admission.subject), control
+
     async def complete(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
-                       timeout_ms: float | None = None, control: CacheControl = CacheControl()) -> dict[str, Any]:
+                       timeout_ms: float | None = None, control: CacheControl = CacheControl(),
+                       admission: Admission | None = None) -> dict[str, Any]:
         """A non-streaming chat completion, as OpenAI's response body."""
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
-        ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
+        ctx, control = self._context(tenant, request_id, admission, control)
         p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
         if p.cache.status == "hit" or p.canned is not None:
             return self._completion(p, p.canned or p.answer_from_cache(), "stop", 0, 0, None)
@@ -399,7 +434,8 @@ class ChatService:
         }
 
     async def stream(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
-                     timeout_ms: float | None = None, control: CacheControl = CacheControl()) -> AsyncIterator[bytes]:
+                     timeout_ms: float | None = None, control: CacheControl = CacheControl(),
+                     admission: Admission | None = None) -> AsyncIterator[bytes]:
         """A streaming chat completion as SSE lines.
 
         Everything that can fail with a status (validation, guardrail, the context-length
@@ -408,7 +444,7 @@ class ChatService:
         """
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
-        ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
+        ctx, control = self._context(tenant, request_id, admission, control)
         p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
         if p.cache.status == "hit" or p.canned is not None:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)

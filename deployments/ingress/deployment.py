@@ -78,6 +78,9 @@ class RayGraphNodes(GraphNodes):
     async def retrieve(self, request: GenerationRequest) -> Retrieval:
         return await self._call(self.retriever.retrieve, request)
 
+    async def erase_documents(self, subject: str, tenant: str | None) -> list[dict]:
+        return await self._call(self.retriever.erase, subject, tenant)
+
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],
                            final: bool, sent: str, system_prompts: tuple[str, ...]) -> GuardVerdict:
         return await self._call(self.guardrail.check_output, ctx, text, redactions, final, sent, system_prompts)

@@ -64,5 +64,12 @@ class RetrieverDeployment:
             raise ServiceUnavailable("The document store of this region is unavailable. Please retry.",
                                      headers={"retry-after": "5"}) from None
 
+    async def erase(self, subject: str, tenant: str | None = None) -> list[dict]:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self.core.start())
+        await asyncio.shield(self._starting)
+        removed = await self.core.store.delete_subject(subject, tenant)
+        return [{"document_id": d.document_id, "source": d.source, "chunks": d.chunks} for d in removed]
+
     async def ready(self) -> bool:
         return True

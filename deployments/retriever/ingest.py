@@ -86,13 +86,15 @@ def source_of(path: Path) -> str:
 
 
 async def ingest(paths: list[Path], store: VectorStore, tenant: str, embed, settings: RetrieverSettings,
-                 redact: DocumentRedactor | None = None, progress: Progress | None = None) -> IngestReport:
+                 redact: DocumentRedactor | None = None, progress: Progress | None = None,
+                 subject: str = "") -> IngestReport:
+    """`subject`: the data subject these documents are about (`embassy erase` removes them)."""
     import time
 
     started = time.perf_counter()
     report = IngestReport()
     known = {d.document_id: d for d in await store.documents(tenant)}
-    shape = f"{settings.chunk_tokens}/{settings.chunk_overlap}/{redact.signature if redact else 'keep'}"
+    shape = f"{settings.chunk_tokens}/{settings.chunk_overlap}/{redact.signature if redact else 'keep'}/{subject}"
     for path in expand(paths):
         source = source_of(path)
         try:
@@ -117,7 +119,7 @@ async def ingest(paths: list[Path], store: VectorStore, tenant: str, embed, sett
         vectors = embed([p.text for p in pieces])
         chunks = [Chunk(chunk_id(doc_id, i, p.text), doc_id, source, i, p.heading, p.text, v)
                   for i, (p, v) in enumerate(zip(pieces, vectors))]
-        await store.replace_document(tenant, DocumentRecord(doc_id, source, content_hash, len(chunks)), chunks)
+        await store.replace_document(tenant, DocumentRecord(doc_id, source, content_hash, len(chunks), subject), chunks)
         (report.replaced if previous is not None else report.added).append(source)
         report.chunks_written += len(chunks)
         if progress:

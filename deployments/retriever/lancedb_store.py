@@ -9,6 +9,7 @@ retriever replica sees what `embassy ingest` wrote from another process at once.
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +28,7 @@ CHUNKS = pa.schema([
 ])
 DOCUMENTS = pa.schema([
     pa.field("tenant", pa.string()), pa.field("document_id", pa.string()), pa.field("source", pa.string()),
-    pa.field("content_hash", pa.string()), pa.field("chunks", pa.int32()),
+    pa.field("content_hash", pa.string()), pa.field("chunks", pa.int32()), pa.field("subject", pa.string()),
 ])
 
 
@@ -60,8 +61,9 @@ class LanceDBStore(VectorStore):
 
     async def documents(self, tenant: str) -> list[DocumentRecord]:
         rows = await (self._documents.query().where(f"tenant = {_quote(tenant)}")
-                      .select(["document_id", "source", "content_hash", "chunks"]).to_list())
-        return [DocumentRecord(r["document_id"], r["source"], r["content_hash"], r["chunks"]) for r in rows]
+                      .select(["document_id", "source", "content_hash", "chunks", "subject"]).to_list())
+        return [DocumentRecord(r["document_id"], r["source"], r["content_hash"], r["chunks"], r["subject"] or "")
+                for r in rows]
 
     async def tenants(self) -> list[str]:
         rows = await self._documents.query().select(["tenant"]).to_list()
@@ -82,7 +84,8 @@ class LanceDBStore(VectorStore):
         await (self._documents.merge_insert(["tenant", "document_id"]).when_matched_update_all()
                .when_not_matched_insert_all()
                .execute([{"tenant": tenant, "document_id": record.document_id, "source": record.source,
-                          "content_hash": record.content_hash, "chunks": record.chunks}]))
+                          "content_hash": record.content_hash, "chunks": record.chunks,
+                          "subject": record.subject}]))
 
     @staticmethod
     def _row(tenant: str, c: Chunk) -> dict:
@@ -91,17 +94,23 @@ class LanceDBStore(VectorStore):
                 "vector": np.asarray(c.vector, dtype=np.float32)}
 
     async def delete_document(self, tenant: str, document_id: str) -> int:
-        where = f"tenant = {_quote(tenant)} AND document_id = {_quote(document_id)}"
-        removed = await self._chunks.count_rows(where)
-        await self._chunks.delete(where)
-        await self._documents.delete(where)
-        return removed
+        return await self._delete(f"tenant = {_quote(tenant)} AND document_id = {_quote(document_id)}")
 
     async def delete_tenant(self, tenant: str) -> int:
-        where = f"tenant = {_quote(tenant)}"
+        return await self._delete(f"tenant = {_quote(tenant)}")
+
+    async def _delete(self, where: str) -> int:
         removed = await self._chunks.count_rows(where)
-        await self._chunks.delete(where)
-        await self._documents.delete(where)
+        if removed or await self._documents.count_rows(where):
+            await self._chunks.delete(where)
+            await self._documents.delete(where)
+            # A delete only marks rows; older versions of the table still hold them on disk.
+            # Compact and drop every older version, so deleted (or erased) text is gone. A
+            # search running on an older version at that moment fails and gets a 503 (retry).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # LanceDB's note saying just that
+                for table in (self._chunks, self._documents):
+                    await table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
         return removed
 
     async def optimize(self) -> None:

@@ -37,6 +37,7 @@ class DocumentRecord:
     source: str
     content_hash: str
     chunks: int
+    subject: str = ""  # the data subject the document is about, if any (erasure finds it)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,16 @@ class VectorStore(ABC):
     @abstractmethod
     async def delete_tenant(self, tenant: str) -> int:
         """Remove all of a tenant's documents in this region; returns the chunks removed."""
+
+    async def delete_subject(self, subject: str, tenant: str | None = None) -> list[DocumentRecord]:
+        """Remove the documents about a data subject (of one tenant, or of all); returns them."""
+        removed = []
+        for t in ([tenant] if tenant else await self.tenants()):
+            for d in await self.documents(t):
+                if d.subject == subject:
+                    await self.delete_document(t, d.document_id)
+                    removed.append(d)
+        return removed
 
     async def delete_region(self) -> int:
         """Remove every tenant's documents in this region; returns the chunks removed."""

@@ -78,7 +78,8 @@ class WeaviateStore(VectorStore):
             await self._client.collections.create(
                 self.documents_name, multi_tenancy_config=tenancy, vector_config=Configure.Vectors.self_provided(),
                 properties=[*text, Property(name="content_hash", data_type=DataType.TEXT),
-                            Property(name="chunks", data_type=DataType.INT)])
+                            Property(name="chunks", data_type=DataType.INT),
+                            Property(name="subject", data_type=DataType.TEXT, skip_vectorization=True)])
 
     async def close(self) -> None:
         if self._client is not None:
@@ -100,9 +101,10 @@ class WeaviateStore(VectorStore):
             return []
         out = []
         async for obj in self._documents(tenant).iterator(
-                return_properties=["document_id", "source", "content_hash", "chunks"]):
+                return_properties=["document_id", "source", "content_hash", "chunks", "subject"]):
             p = obj.properties
-            out.append(DocumentRecord(p["document_id"], p["source"], p["content_hash"], int(p["chunks"])))
+            out.append(DocumentRecord(p["document_id"], p["source"], p["content_hash"], int(p["chunks"]),
+                                      p.get("subject") or ""))
         return out
 
     async def replace_document(self, tenant: str, record: DocumentRecord, chunks: list[Chunk]) -> None:
@@ -128,7 +130,8 @@ class WeaviateStore(VectorStore):
         await col.data.delete_many(where=where)
         await self._documents(tenant).data.insert_many([DataObject(
             properties={"document_id": record.document_id, "source": record.source,
-                        "content_hash": record.content_hash, "chunks": record.chunks},
+                        "content_hash": record.content_hash, "chunks": record.chunks,
+                        "subject": record.subject},
             uuid=generate_uuid5(record.document_id))])
 
     async def delete_document(self, tenant: str, document_id: str) -> int:

@@ -40,6 +40,7 @@ class FakeGraphNodes(GraphNodes):
         self.corpus_version = "v1"
         self.output_checks = 0
         self.redactions: dict[str, str] = {}
+        self.erased: list[tuple[str, str | None]] = []
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         return GuardVerdict(allowed=True, request=request, redactions=self.redactions)
@@ -63,7 +64,12 @@ class FakeGraphNodes(GraphNodes):
         return removed
 
     async def retrieve(self, request: GenerationRequest) -> Retrieval:
-        return Retrieval((Passage("doc", "doc#0", "fake.md", 0.9, "fake passage"),), self.corpus_version)
+        return Retrieval((Passage("doc", "doc#0", "fake.md", 0.9, "fake passage"),), self.corpus_version,
+                         status="grounded")
+
+    async def erase_documents(self, subject: str, tenant: str | None) -> list[dict]:
+        self.erased.append((subject, tenant))
+        return [{"document_id": "doc", "source": "fake.md", "chunks": 2}]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.seen.append(request)
