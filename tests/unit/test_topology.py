@@ -110,3 +110,14 @@ def test_committed_region_files_match_the_topology(tmp_path, region):
     for name in ("settings.yaml", "serve.yaml", "ray-cluster.yaml", "rayservice.yaml"):
         fresh = (tmp_path / name).read_text().replace(str(tmp_path), where)
         assert fresh == (committed / name).read_text(), name
+
+
+def test_the_two_region_example_files_load():
+    from embassy.settings import load_settings
+
+    topo = load_topology(PROJECT_ROOT / "cluster_configs" / "two-regions-local.yaml")
+    for region in ("eu", "us"):
+        settings = load_settings(PROJECT_ROOT / "cluster_configs" / f"local-{region}.yaml", environ={})
+        assert settings.region == region and settings.topology is not None
+        assert topo.regions[region].endpoint.endswith(f":{settings.port}")
+    assert topo.serving_order("DE") == ["eu"] and topo.serving_order("GB") == ["eu", "us"]
