@@ -29,15 +29,17 @@ class Guardrail(ABC):
 
     @abstractmethod
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
-                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
-                           ) -> GuardVerdict:
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = (),
+                           context: tuple[str, ...] = ()) -> GuardVerdict:
         """Screen answer text before it reaches the caller.
 
         `text` is the part not yet sent, `sent` what the caller already has. When `final`
         is false (mid-stream) the verdict may hold back a tail: it covers `consumed`
         characters of `text`, and the rest comes again with the next check.
         `redactions` is the input verdict's placeholder map; `system_prompts` are checked
-        for leaks besides the configured one.
+        for leaks besides the configured one; `context` is the retrieved passages the model
+        answered from: values in them are the tenant's own documents (redacted by its
+        policy at ingest), not leaks.
         """
 
 
@@ -124,12 +126,13 @@ class EmbassyGuardrail(Guardrail):
     # -- output ------------------------------------------------------------------------
 
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str] | None = None,
-                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
-                           ) -> GuardVerdict:
-        return self.screen_output(ctx.tenant, text, redactions, final, sent, system_prompts)
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = (),
+                           context: tuple[str, ...] = ()) -> GuardVerdict:
+        return self.screen_output(ctx.tenant, text, redactions, final, sent, system_prompts, context)
 
     def screen_output(self, tenant: str, text: str, redactions: dict[str, str] | None = None,
-                      final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()) -> GuardVerdict:
+                      final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = (),
+                      context: tuple[str, ...] = ()) -> GuardVerdict:
         g = self.settings.guardrail
         cut = len(text) if final else _safe_cut(text, g.stream_hold_chars)
         prompts = tuple(p for p in (*system_prompts, g.system_prompt) if p)
@@ -141,6 +144,9 @@ class EmbassyGuardrail(Guardrail):
         known = Redaction.from_mapping(redactions or {})
         result = self.pii.validate(text, {"policy": self.policy(tenant), "known": known})
         spans = list(result.error_spans or []) if result.outcome == "fail" else []
+        if context:
+            grounding = normalize(" ".join(context))
+            spans = [s for s in spans if text[s.start:s.end] not in grounding]
         for s in spans:  # never send part of an identifier: hold it back whole
             if s.start < cut < s.end:
                 cut = s.start

@@ -55,10 +55,11 @@ class GuardrailDeployment:
         return self._fail_closed("input check", lambda: self.core.screen_input(request))
 
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict | None = None,
-                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = ()
+                           final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = (),
+                           context: tuple[str, ...] = ()
                            ) -> GuardVerdict:
         return self._fail_closed("output check", lambda: self.core.screen_output(
-            ctx.tenant, text, redactions, final, sent, system_prompts))
+            ctx.tenant, text, redactions, final, sent, system_prompts, context))
 
     async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]:
         """`POST /v1/guard`: the verdict on one text, with findings and the redacted text."""

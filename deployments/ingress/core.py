@@ -67,7 +67,8 @@ class GraphNodes(ABC):
 
     @abstractmethod
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],
-                           final: bool, sent: str, system_prompts: tuple[str, ...]) -> GuardVerdict:
+                           final: bool, sent: str, system_prompts: tuple[str, ...],
+                           context: tuple[str, ...] = ()) -> GuardVerdict:
         """See `deployments.guardrail.core.Guardrail.check_output`."""
 
     @abstractmethod
@@ -314,7 +315,8 @@ class ChatService:
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
         # The screened request's system messages: the caller's own and the configured one.
         system_prompts = tuple(m.content for m in p.request.messages if m.role == "system")
-        return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts)
+        context = tuple(passage.text for passage in p.model_request.passages)  # what the model read
+        return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts, context)
 
     async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str) -> dict[str, Any]:
         """`POST /v1/guard`: screen one text with the region's guard, for this tenant."""

@@ -82,8 +82,10 @@ class RayGraphNodes(GraphNodes):
         return await self._call(self.retriever.erase, subject, tenant)
 
     async def check_output(self, ctx: RequestContext, text: str, redactions: dict[str, str],
-                           final: bool, sent: str, system_prompts: tuple[str, ...]) -> GuardVerdict:
-        return await self._call(self.guardrail.check_output, ctx, text, redactions, final, sent, system_prompts)
+                           final: bool, sent: str, system_prompts: tuple[str, ...],
+                           context: tuple[str, ...] = ()) -> GuardVerdict:
+        return await self._call(self.guardrail.check_output, ctx, text, redactions, final, sent, system_prompts,
+                                context)
 
     async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
         return await self._call(self.guardrail.guard, ctx, text, direction)

@@ -4,7 +4,7 @@ nothing in US; an EU-subject request sent to US gets 421; with EU stopped, 503 f
 
 from __future__ import annotations
 
-import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -22,8 +22,9 @@ from embassy.topology import load_topology
 from tests.conftest import DEFAULT_MODEL
 
 pytestmark = pytest.mark.e2e
-CANARY_PROMPT = "CANARY-EU-PROMPT-5d1c"
-CANARY_DOC = "CANARY-EU-DOCUMENT-9a7e"
+# Plain words, not identifiers: the guard would redact an ID-like canary before anything kept it.
+CANARY_PROMPT = "quokkacanaryprompt"
+CANARY_DOC = "wombatcanarydocument"
 SUBNETS = {"10.1.0.0/16": "DE", "10.2.0.0/16": "US", "10.6.0.0/16": "GB"}
 
 
@@ -124,17 +125,22 @@ def test_eu_data_stays_in_eu(regions):
     doc.write_text(f"# Shipment record\nShipment {CANARY_DOC} waits in Hamburg for an ATLAS release.\n")
     ingest = CliRunner().invoke(app, ["ingest", str(doc), "-t", "eu-co", "-c", str(regions["configs"]["eu"])])
     assert ingest.exit_code == 0, ingest.output
-    for i in range(2):
-        r = chat(regions, "eu", "eu-co", f"Where does shipment {CANARY_DOC} wait? Ref {CANARY_PROMPT}-{i}")
+    eu_state, us_state = regions["states"]["eu"], regions["states"]["us"]
+    # Until EU's Redis holds one (a loaded machine may make Redis miss its 50 ms deadline,
+    # and then the cache is bypassed for a moment): the scans must be able to see a canary.
+    for i in range(10):
+        r = chat(regions, "eu", "eu-co", f"Where does shipment {CANARY_DOC} wait? Reference {CANARY_PROMPT} {i}")
         assert r.status_code == 200, r.text
         assert r.json()["embassy"]["region"] == "eu"
+        time.sleep(1)
+        if CANARY_PROMPT.encode() in _redis_bytes(eu_state.redis_url):
+            break
     # Sent to the wrong region: refused before a byte of the body is read, and named where to go.
-    wrong = chat(regions, "us", "eu-co", f"Status of {CANARY_PROMPT}-misdirected?")
+    wrong = chat(regions, "us", "eu-co", f"Status of {CANARY_PROMPT} misdirected?")
     assert wrong.status_code == 421, wrong.text
     assert wrong.json()["error"]["code"] == "misdirected_request"
     assert wrong.headers["x-embassy-region-endpoint"] == regions["url"]["eu"]
     # The scans can see a canary where it is: EU's Redis holds the redacted question.
-    eu_state, us_state = regions["states"]["eu"], regions["states"]["us"]
     assert CANARY_PROMPT.encode() in _redis_bytes(eu_state.redis_url)
     assert CANARY_DOC.encode() in _bytes_under(regions["settings"]["eu"].vectors_path)
     us = regions["settings"]["us"]

@@ -77,6 +77,16 @@ def test_output_pii_the_caller_did_not_send_is_masked(guard):
     assert "leak@example.org" not in out.text and "[EMAIL]" in out.text and "[CREDIT_CARD]" in out.text
 
 
+def test_values_from_the_retrieved_passages_are_not_leaks(guard):
+    """A grounded answer may quote the tenant's own documents (redacted by policy at ingest)."""
+    passage = "Customs desk Oslo: write to oslo.desk@example.no or call +47 22 86 03 00."
+    answer = "Write to oslo.desk@example.no; for other matters, other@example.org."
+    out = guard.screen_output("acme", answer, context=(passage,))
+    assert "oslo.desk@example.no" in out.text and "other@example.org" not in out.text and not out.allowed
+    clean = guard.screen_output("acme", "Call +47 22 86 03 00 or write to oslo.desk@example.no.", context=(passage,))
+    assert clean.allowed and clean.text.startswith("Call +47 22 86 03 00")
+
+
 def test_streamed_output_holds_back_a_partial_identifier(guard):
     hold = guard.settings.guardrail.stream_hold_chars
     text = "The broker says the account is GB82 WEST 1234 5698 7654 32 and"

@@ -87,7 +87,7 @@ class FakeGraphNodes(GraphNodes):
                 self.aborted += 1
 
     async def check_output(self, ctx: RequestContext, text: str, redactions=None, final=True, sent="",
-                           system_prompts=()) -> GuardVerdict:
+                           system_prompts=(), context=()) -> GuardVerdict:
         self.output_checks += 1
         return GuardVerdict(allowed=True, text=text, consumed=len(text))
 
