@@ -349,13 +349,12 @@ def format_validation_error(source: str, err: ValidationError) -> str:
     return "invalid settings\n" + "\n".join(lines)
 
 
-def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> EmbassySettings:
-    """Read a region file, apply `EMBASSY__*` overrides, validate.
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping.
 
     Raises:
-        ConfigError: naming the file and the field, for a missing file, bad YAML or a bad value.
+        ConfigError: naming the file, when it is missing, not YAML or not a mapping.
     """
-    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -364,6 +363,17 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> EmbassySettings:
+    """Read a region file, apply `EMBASSY__*` overrides, validate.
+
+    Raises:
+        ConfigError: naming the file and the field, for a missing file, bad YAML or a bad value.
+    """
+    path = Path(path)
+    data = read_yaml_mapping(path)
     overrides = _env_overrides(os.environ if environ is None else environ)
     source = f"{path}" + (" (with EMBASSY__ overrides)" if overrides else "")
     try:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embassy.errors import ConfigError
-from embassy.settings import DeploymentSettings, Identifier, TenantSettings, format_validation_error
+from embassy.settings import DeploymentSettings, Identifier, TenantSettings, format_validation_error, \
+    read_yaml_mapping
 
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 ANY = "*"
@@ -205,12 +205,7 @@ def load_topology(path: str | Path) -> Topology:
         ConfigError: every problem found, each naming the file and the field.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path)
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:

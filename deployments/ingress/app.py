@@ -156,28 +156,12 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         """Remove cache entries matching {"tenant", "model", "model_version",
         "corpus_version", "region"} (any of them). Operator keys may match anything; a
         tenant key only its own entries."""
-        request_id = request_id_from(request.headers.get("x-request-id"))
-        try:
-            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
-            data = await read_json(request, service.settings.requests.max_body_bytes)
-            if not isinstance(data, dict):
-                raise InvalidRequest("The body must be a JSON object of tags to match.", param=None)
-            return JSONResponse(await service.invalidate_cache(caller, data))
-        except Exception as exc:
-            return error_response(exc, request_id)
+        return await _admin(request, service, service.invalidate_cache, "of tags to match")
 
     @app.post("/v1/admin/erase")
     async def erase(request: Request) -> Response:
         """Erase a data subject in this region: {"subject": ID} -> what was removed."""
-        request_id = request_id_from(request.headers.get("x-request-id"))
-        try:
-            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
-            data = await read_json(request, service.settings.requests.max_body_bytes)
-            if not isinstance(data, dict):
-                raise InvalidRequest("The body must be a JSON object: {\"subject\": ID}.", param=None)
-            return JSONResponse(await service.erase(caller, data))
-        except Exception as exc:
-            return error_response(exc, request_id)
+        return await _admin(request, service, service.erase, '{"subject": ID}')
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -224,6 +208,19 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                 _finish(service, model, tenant, started)(status)
 
     return app
+
+
+async def _admin(request: Request, service: ChatService, action, body_shape: str) -> Response:
+    """An admin endpoint: an operator or tenant key, a JSON object body, `action(caller, body)`."""
+    request_id = request_id_from(request.headers.get("x-request-id"))
+    try:
+        caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
+        data = await read_json(request, service.settings.requests.max_body_bytes)
+        if not isinstance(data, dict):
+            raise InvalidRequest(f"The body must be a JSON object {body_shape}.", param=None)
+        return JSONResponse(await action(caller, data))
+    except Exception as exc:
+        return error_response(exc, request_id)
 
 
 def _finish(service: ChatService, model: str, tenant, started: float) -> Callable[[int], None]:

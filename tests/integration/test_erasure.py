@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from embassy.cli import app
 from embassy.graph_types import RequestContext
 from embassy.redis_server import start_redis
-from tests.integration.test_cache_redis import MODEL, make_cache, req, verifier  # noqa: F401 (fixture)
+from tests.integration.test_cache_redis import MODEL, make_cache, req, verifier  # noqa: F401 (a fixture)
 
 runner = CliRunner()
 CANARY = "CANARY-7f3e-ERASE-ME"

@@ -123,3 +123,16 @@ def test_erasure_by_subject_operator_and_tenant_scopes(tmp_path):
     assert_error(client.post("/v1/admin/erase", json={"subject": ""}, headers=admin), 400, param="subject")
     assert_error(client.post("/v1/admin/erase", json={"subject": "x", "all": True}, headers=admin), 400)
     assert_error(client.post("/v1/admin/erase", json={"subject": "x"}), 401)
+
+
+def test_a_tenant_override_widens_where_its_data_may_go(tmp_path):
+    data = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "regions.yaml").read_text())
+    data["tenants"]["eu-co"] = {"jurisdiction": "EU", "models": [MODEL],
+                                "residency": {"process": ["eu", "us"], "store": ["eu"]}}
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(data))
+    client, nodes, keys, _ = service_in("us", tmp_path, path)
+    r = client.post("/v1/chat/completions", json=chat(temperature=0), headers=keys["eu-co"])
+    assert r.status_code == 200 and nodes.seen  # processed in us by this tenant's contract
+    client.post("/v1/chat/completions", json=chat(temperature=0), headers=keys["eu-co"])
+    assert nodes.cached == {}  # but stored only in eu
