@@ -32,6 +32,8 @@ config_app = typer.Typer(help="The multi-region topology and the files rendered 
 app.add_typer(config_app, name="config")
 dns_app = typer.Typer(help="The geo-DNS front.", no_args_is_help=True)
 app.add_typer(dns_app, name="dns")
+audit_app = typer.Typer(help="The region's tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 corpus_app = typer.Typer(help="The region's documents for retrieval (RAG).", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 console = Console()
@@ -66,6 +68,17 @@ def _topology(path: Path):
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+
+
+def _audit_admin(settings, action: str, fields: dict) -> None:
+    """Record an admin action taken from the command line in the region's audit trail."""
+    import socket
+
+    from embassy.audit import writer_for
+
+    writer = writer_for(settings, f"cli-{socket.gethostname()}")
+    if writer is not None:
+        writer.write_sync("admin", action, fields={"by": "cli", **fields})
 
 
 def _prepare_models(settings) -> None:
@@ -169,6 +182,10 @@ def apply(config: Path = ConfigOpt) -> None:
     except RuntimeError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1)
+    import hashlib
+
+    _audit_admin(settings, "config.apply", {"config": str(config),
+                                            "sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest()})
     console.print(f"applied {config} to {state.url}")
 
 
@@ -375,6 +392,7 @@ def cache_invalidate(
         finally:
             await cache.close()
     removed = asyncio.run(run())
+    _audit_admin(settings, "cache.invalidate", {"match": match, "removed": removed})
     print(json.dumps({"region": settings.region, "match": match, "removed": removed}))
 
 
@@ -627,9 +645,68 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
         if settings.cache.enabled:
             err.print("[red]cache: no Redis (cache.redis_url unset and no running stack); entries not erased[/red]")
             failed = True
+    if settings.audit.enabled:
+        from embassy.audit import erase_subject
+
+        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject)
+    _audit_admin(settings, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
     print(json.dumps(out))
     if failed:
         raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(region: str = RegionOpt, config: Path = ConfigOpt) -> None:
+    """Check every chain of the region's audit trail; name the first record that was edited,
+    deleted, reordered or truncated. Exit 1 on any problem."""
+    from embassy.audit import chains, key_for, verify_chain
+
+    settings = _settings(config, region)
+    found = chains(settings.audit_root)
+    if not found:
+        err.print(f"[red]no audit trail under {settings.audit_root}[/red]")
+        raise typer.Exit(1)
+    key, total, bad = key_for(settings), 0, False
+    for folder in found:
+        result = verify_chain(folder, key)
+        total += result.records
+        if not result.ok:
+            err.print(f"[red]{result.problem}[/red]")
+            bad = True
+    if bad:
+        raise typer.Exit(1)
+    console.print(f"{settings.region}: {len(found)} chain(s), {total} records: intact")
+
+
+@audit_app.command("export")
+def audit_export(start: str = typer.Option(None, "--from", help="ISO 8601 time, e.g. 2026-11-01 or 2026-11-01T12:00:00Z."),
+                 end: str = typer.Option(None, "--to", help="ISO 8601 time (exclusive)."),
+                 out: Path = typer.Option(None, "--out", help="File to write; default stdout."),
+                 region: str = RegionOpt, config: Path = ConfigOpt) -> None:
+    """Write the region's audit records in a time range as JSON Lines, oldest first."""
+    from datetime import datetime, timezone
+
+    from embassy.audit import export
+
+    settings = _settings(config, region)
+
+    def when(value: str | None, name: str) -> float | None:
+        if value is None:
+            return None
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            err.print(f"[red]{name}: not an ISO 8601 time: {value!r}[/red]")
+            raise typer.Exit(2)
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in export(settings.audit_root, when(start, "--from"),
+                                                                       when(end, "--to")))
+    if out is None:
+        for line in lines:
+            sys.stdout.write(line)
+    else:
+        with open(out, "w") as f:
+            f.writelines(lines)
 
 @config_app.command("validate")
 def config_validate(topology: Path = TopologyOpt) -> None:

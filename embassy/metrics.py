@@ -63,6 +63,9 @@ RETRIEVER_INJECTIONS = Counter("embassy_retriever_injections_total",
                                "(neutralized: those sentences removed; dropped: nothing else left).",
                                ["region", "action"])
 
+AUDIT_WRITE_ERRORS = Counter("embassy_audit_write_errors_total", "Audit records that could not be written.",
+                             ["region"])
+
 
 def render() -> tuple[bytes, str]:
     """The Prometheus text exposition of every process on this host."""

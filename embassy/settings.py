@@ -227,6 +227,20 @@ class RetrieverSettings(_Strict):
         return self
 
 
+class AuditSettings(_Strict):
+    """The region's audit trail (embassy/audit.py): hash-chained, HMAC-checkpointed, fsynced."""
+
+    enabled: bool = True
+    key_file: Path | None = Field(
+        None, description="HMAC key for checkpoints (32+ random bytes); default <state_dir>/audit.key, "
+                          "created with mode 0600 on first use. Keep a copy: verification needs it.")
+    max_segment_mb: PositiveInt = Field(16, description="A log segment is rotated at this size.")
+    retention_days: PositiveInt = Field(183, description="Segments older than this are dropped at rotation "
+                                                         "(about 6 months, as the EU AI Act asks of logs).")
+    batch_window_ms: NonNegativeFloat = Field(
+        2.0, description="Records arriving within this window share one fsync; a response waits for its own.")
+
+
 class TenantSettings(_Strict):
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
         description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
@@ -278,6 +292,7 @@ class EmbassySettings(_Strict):
     guardrail: GuardrailSettings = GuardrailSettings()
     cache: CacheSettings = CacheSettings()
     retriever: RetrieverSettings = RetrieverSettings()
+    audit: AuditSettings = AuditSettings()
     topology: Path | None = Field(
         None, description="The multi-region topology (cluster_configs/regions.yaml); set, the ingress "
                           "enforces its residency policy. Null: a single region that serves every tenant.")
@@ -313,6 +328,10 @@ class EmbassySettings(_Strict):
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def audit_root(self) -> Path:
+        return self.resolve(self.state_dir) / "audit" / self.region
 
     @property
     def vectors_path(self) -> Path:

@@ -7,6 +7,7 @@ trace or a path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -167,8 +168,9 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
     async def chat_completions(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         started = time.perf_counter()
-        model, tenant, status = "unknown", None, 500
+        model, tenant, status, admission = "unknown", None, 500, None
         admitted = handed_off = False  # handed_off: the stream frees its own slot
+        trace: dict = {}  # what the audit record keeps, filled along the way
         try:
             # Authenticate from the header before reading a byte of the body; residency too:
             # a region that may not process the subject's data reads none of it.
@@ -185,12 +187,12 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             service.admit()
             admitted = True
             if body.stream:
-                events = await service.stream(tenant, body, request_id, timeout_ms, control, admission)
+                events = await service.stream(tenant, body, request_id, timeout_ms, control, admission, trace)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, service, _finish(
-                    service, model, tenant, started)), media_type="text/event-stream",
-                    headers={"cache-control": "no-cache"})
-            result = await service.complete(tenant, body, request_id, timeout_ms, control, admission)
+                    service, model, tenant, started, request_id, trace, admission)),
+                    media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            result = await service.complete(tenant, body, request_id, timeout_ms, control, admission, trace)
             status = 200
             return JSONResponse(result)
         except BaseException as exc:
@@ -205,7 +207,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             if not handed_off:
                 if admitted:
                     service.release()
-                _finish(service, model, tenant, started)(status)
+                await _finish(service, model, tenant, started, request_id, trace, admission)(status)
 
     return app
 
@@ -223,15 +225,19 @@ async def _admin(request: Request, service: ChatService, action, body_shape: str
         return error_response(exc, request_id)
 
 
-def _finish(service: ChatService, model: str, tenant, started: float) -> Callable[[int], None]:
-    def record(status: int) -> None:
+def _finish(service: ChatService, model: str, tenant, started: float, request_id: str, trace: dict,
+            admission) -> Callable[[int], Awaitable[None]]:
+    """Count the request and write its audit record (the response waits for the record to
+    be on disk; shielded, so a client that leaves does not cancel it)."""
+    async def record(status: int) -> None:
         metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
         metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
+        await asyncio.shield(service.audit_request(tenant, request_id, model, status, trace, admission))
     return record
 
 
 async def _release_after(events: AsyncIterator[bytes], service: ChatService,
-                         record: Callable[[int], None]) -> AsyncIterator[bytes]:
+                         record: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
     """Stream the events; free the admission slot and count the request when it ends."""
     status = 200
     try:
@@ -243,4 +249,4 @@ async def _release_after(events: AsyncIterator[bytes], service: ChatService,
     finally:
         await events.aclose()
         service.release()
-        record(status)
+        await record(status)

@@ -9,8 +9,11 @@ one Ray hop (LLM -> ingress) rather than one per node.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
+import socket
 import re
 import time
 import uuid
@@ -27,6 +30,7 @@ from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelN
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
 from embassy.placeholders import restore
+from embassy.audit import erase_subject, writer_for
 from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, Tenant
@@ -163,6 +167,7 @@ class ChatService:
         self._corpus_versions: dict[str, str] = {}  # tenant -> last version the retriever reported
         topology = load_topology(settings.resolve(settings.topology)) if settings.topology else None
         self.residency = ResidencyGate(topology, settings.region)
+        self.audit = writer_for(settings, f"ingress-{socket.gethostname()}-{os.getpid()}")
         self._background: set[asyncio.Task] = set()
 
     # -- admission ---------------------------------------------------------------------
@@ -220,13 +225,16 @@ class ChatService:
         metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
 
     async def _prepare(self, ctx: RequestContext, body: ChatCompletionRequest, started: float,
-                       control: CacheControl) -> _Prepared:
+                       control: CacheControl, trace: dict) -> _Prepared:
         timings = StageTimings()
         request = self._generation_request(ctx, body)
         verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
-        if not verdict.allowed:
+        trace["guard"] = {"action": verdict.action, "category": verdict.category}
+        if not verdict.allowed:  # the refused text is kept only as a hash
+            trace["prompt_sha256"] = hashlib.sha256(request.messages[-1].content.encode()).hexdigest()
             raise ContentFiltered(verdict.category or "policy")
         request = verdict.request or request
+        trace["prompt"] = request.messages[-1].content  # as the guard let it through: redacted
         # Cache lookup and retrieval both work on the screened request and neither needs
         # the other's result, so they run side by side: one hop of latency, not two.
         # The lookup is restricted to the corpus version last seen for the tenant; the
@@ -255,6 +263,8 @@ class ChatService:
         passages = list(retrieval.passages)
         request = replace(request, passages=tuple(passages) if cache.status != "hit" else ())
         model_request = grounded_request(request, self.settings.retriever.prompt_template)
+        trace.update(cache=cache.status, grounding=retrieval.status, corpus_version=retrieval.corpus_version,
+                     citations=[c.chunk_id for c in passages])
         return _Prepared(ctx, body, request, timings, started, verdict, cache, passages,
                          retrieval, model_request, flight, control.store, canned)
 
@@ -292,7 +302,31 @@ class ChatService:
             raise InvalidRequest(f"This is region '{self.region}'; invalidate another region's cache there.",
                                  param="region")
         removed = await self.nodes.invalidate_cache(match)
+        await self.audit_admin(caller, "cache.invalidate", {"match": match, "removed": removed})
         return {"region": self.region, "match": match, "removed": removed}
+
+    async def audit_request(self, tenant: Tenant | None, request_id: str, model: str, status: int,
+                            trace: dict, admission: Admission | None) -> None:
+        """One record per chat request, on disk before the response goes out. Content is
+        what the guard let through (redacted), or only a hash of a refused prompt."""
+        if self.audit is None:
+            return
+        content = {k: trace[k] for k in ("prompt", "answer") if k in trace}
+        fields = {"model": model, "status": status,
+                  "jurisdiction": admission.jurisdiction if admission else (tenant.jurisdiction if tenant else None),
+                  **{k: v for k, v in trace.items() if k not in ("prompt", "answer")}}
+        try:
+            await self.audit.append("request", "chat.completion", tenant=tenant.id if tenant else None,
+                                    request_id=request_id, subject=admission.subject if admission else None,
+                                    fields=fields, content=content or None)
+        except OSError as exc:  # the answer is computed; say loudly that its record is missing
+            metrics.AUDIT_WRITE_ERRORS.labels(self.region).inc()
+            log.error("audit record for request %s not written: %s", request_id, exc)
+
+    async def audit_admin(self, caller: Tenant | None, action: str, fields: dict[str, Any]) -> None:
+        if self.audit is not None:
+            await self.audit.append("admin", action, tenant=caller.id if caller else None,
+                                    fields={"by": "tenant" if caller else "operator", **fields})
 
     async def erase(self, caller: Tenant | None, data: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/admin/erase`: a data subject's cache entries and documents in this
@@ -307,10 +341,15 @@ class ChatService:
         match = {"subject": subject, **({"tenant": tenant} if tenant else {})}
         entries = await self.nodes.invalidate_cache(match)
         documents = await self.nodes.erase_documents(subject, tenant)
-        log.info("erased data subject in region %s: %d cache entries, %d documents", self.region, entries,
-                 len(documents))
-        return {"region": self.region, "subject": subject, "tenant": tenant, "cache_entries_removed": entries,
-                "documents_removed": documents, "chunks_removed": sum(d["chunks"] for d in documents)}
+        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject) \
+            if self.audit is not None else 0
+        log.info("erased data subject in region %s: %d cache entries, %d documents, %d audit records",
+                 self.region, entries, len(documents), records)
+        out = {"region": self.region, "subject": subject, "tenant": tenant, "cache_entries_removed": entries,
+               "documents_removed": documents, "chunks_removed": sum(d["chunks"] for d in documents),
+               "audit_records_tombstoned": records}
+        await self.audit_admin(caller, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
+        return out
 
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
         # The screened request's system messages: the caller's own and the configured one.
@@ -378,13 +417,16 @@ class ChatService:
 
     async def complete(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
                        timeout_ms: float | None = None, control: CacheControl = CacheControl(),
-                       admission: Admission | None = None) -> dict[str, Any]:
-        """A non-streaming chat completion, as OpenAI's response body."""
+                       admission: Admission | None = None, trace: dict | None = None) -> dict[str, Any]:
+        """A non-streaming chat completion, as OpenAI's response body. `trace` collects what
+        the audit record keeps (redacted text and outcomes)."""
+        trace = {} if trace is None else trace
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
         ctx, control = self._context(tenant, request_id, admission, control)
-        p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
+        p = await self._with_deadline(self._prepare(ctx, body, started, control, trace), deadline)
         if p.cache.status == "hit" or p.canned is not None:
+            trace["answer"] = p.canned or p.cache.text  # stored text: redacted
             return self._completion(p, p.canned or p.answer_from_cache(), "stop", 0, 0, None)
         cacheable = None
         prompt_tokens = completion_tokens = 0
@@ -410,6 +452,7 @@ class ChatService:
                 await stream.aclose()
                 self._observe_stage(p.timings, "llm", t0)
             text = "".join(parts)
+            trace["answer"] = text  # the model's own text: placeholders, not the caller's values
             output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
             if not output.allowed:
                 finish = "content_filter"
@@ -418,6 +461,7 @@ class ChatService:
         finally:
             self._settle(p, cacheable, completion_tokens)
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
+        trace.update(finish=finish, output_guard=output.category, tokens=[prompt_tokens, completion_tokens])
         return self._completion(p, output.text, finish, prompt_tokens, completion_tokens, output)
 
     def _completion(self, p: _Prepared, text: str | None, finish: str | None,
@@ -437,7 +481,7 @@ class ChatService:
 
     async def stream(self, tenant: Tenant, body: ChatCompletionRequest, request_id: str,
                      timeout_ms: float | None = None, control: CacheControl = CacheControl(),
-                     admission: Admission | None = None) -> AsyncIterator[bytes]:
+                     admission: Admission | None = None, trace: dict | None = None) -> AsyncIterator[bytes]:
         """A streaming chat completion as SSE lines.
 
         Everything that can fail with a status (validation, guardrail, the context-length
@@ -446,10 +490,12 @@ class ChatService:
         """
         started = time.perf_counter()
         deadline = self._deadline(timeout_ms)
+        trace = {} if trace is None else trace
         ctx, control = self._context(tenant, request_id, admission, control)
-        p = await self._with_deadline(self._prepare(ctx, body, started, control), deadline)
+        p = await self._with_deadline(self._prepare(ctx, body, started, control, trace), deadline)
         if p.cache.status == "hit" or p.canned is not None:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
+            trace["answer"] = p.canned or p.cache.text
             return self._sse_text(p, p.canned or p.answer_from_cache())
         gen = self.nodes.generate(p.model_request)
         t0 = time.perf_counter()
@@ -460,7 +506,7 @@ class ChatService:
             self._settle(p, None, 0)
             raise
         metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
-        return self._sse(tenant, p, gen, first, deadline, t0)
+        return self._sse(tenant, p, gen, first, deadline, t0, trace)
 
     async def _sse_text(self, p: _Prepared, text: str) -> AsyncIterator[bytes]:
         """An answer made without the model (a cache hit, the no-answer text) as a stream:
@@ -475,7 +521,8 @@ class ChatService:
         yield b"data: [DONE]\n\n"
 
     async def _sse(self, tenant: Tenant, p: _Prepared, gen: AsyncIterator[GenerationDelta],
-                   first: GenerationDelta | None, deadline: float, t0: float) -> AsyncIterator[bytes]:
+                   first: GenerationDelta | None, deadline: float, t0: float,
+                   trace: dict) -> AsyncIterator[bytes]:
         out = _SseChunks(p.ctx.request_id, p.body)
         raw: list[str] = []  # the model's own (redacted) text: what the cache may keep
         cacheable = None
@@ -534,6 +581,8 @@ class ChatService:
                 cacheable = "".join(raw)
             output = filtered[-1] if filtered else verdicts[-1]
             self._observe_usage(tenant, p.body.model, prompt_tokens, completion_tokens)
+            trace.update(answer="".join(raw), finish=finish, output_guard=output.category,
+                         tokens=[prompt_tokens, completion_tokens])
             yield out.chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
         finally:
             self._settle(p, cacheable, completion_tokens)

@@ -101,7 +101,7 @@ class FakeGraphNodes(GraphNodes):
 @pytest.fixture
 def env(tmp_path):
     settings = EmbassySettings.model_validate({
-        "region": "eu", "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"),
+        "region": "eu", "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"), "state_dir": str(tmp_path),
         "tenants": {"acme": {"jurisdiction": "EU", "models": [MODEL]},
                     "nomodels": {"jurisdiction": "US", "models": []}},
         "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5},

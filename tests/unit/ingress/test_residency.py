@@ -49,6 +49,7 @@ def topology_file(tmp_path, endpoints: dict[str, str]):
 def service_in(region: str, tmp_path, topology):
     settings = EmbassySettings.model_validate({
         "region": region, "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"), "topology": str(topology),
+        "state_dir": str(tmp_path),
         "tenants": {"eu-co": {"jurisdiction": "EU", "models": [MODEL]},
                     "in-co": {"jurisdiction": "IN", "models": [MODEL]},
                     "broker": {"jurisdiction": "US", "models": [MODEL], "subject_header": True}}})
