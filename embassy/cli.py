@@ -708,6 +708,50 @@ def audit_export(start: str = typer.Option(None, "--from", help="ISO 8601 time, 
         with open(out, "w") as f:
             f.writelines(lines)
 
+
+@eval_app.command("groundedness")
+def eval_groundedness(data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
+                                                help="JSON Lines of {context: [passages], answer, label (1 supported)}."),
+                      config: Path = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score every answer against its context with the guard's groundedness check; print
+    {"n", "auroc", "latency_ms": {"p50", "p99"}, "flagged": {...}} (one JSON object)."""
+    import time
+
+    from sklearn.metrics import roc_auc_score
+
+    from deployments.guardrail.evaluation import latency_summary, read_jsonl
+    from deployments.guardrail.groundedness import GroundednessScorer
+    from embassy.embeddings import shared_embedder
+
+    settings = _settings(config)
+    try:
+        rows = read_jsonl(data)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    bad = next((i for i, r in enumerate(rows, 1) if not {"context", "answer", "label"} <= set(r)
+                or not isinstance(r["context"], list)), None)
+    if bad is not None or not rows:
+        err.print(f"[red]{data}: row {bad or 1}: needs context (a list), answer and label[/red]")
+        raise typer.Exit(2)
+    scorer = GroundednessScorer(shared_embedder().embed)
+    scorer.score("warm up.", ["warm up."])
+    scores, latencies = [], []
+    for r in rows:
+        t0 = time.perf_counter()
+        scores.append(scorer.score(r["answer"], r["context"]).score)
+        latencies.append(time.perf_counter() - t0)
+    labels = [int(r["label"]) for r in rows]
+    threshold = settings.guardrail.groundedness_threshold
+    flagged = [s < threshold for s in scores]
+    result = {"n": len(rows), "auroc": round(float(roc_auc_score(labels, scores)), 4),
+              "latency_ms": latency_summary(latencies),
+              "flagged": {"threshold": threshold,
+                          "supported": round(sum(f for f, y in zip(flagged, labels) if y) / max(1, sum(labels)), 4),
+                          "unsupported": round(sum(f for f, y in zip(flagged, labels) if not y)
+                                               / max(1, len(labels) - sum(labels)), 4)}}
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
 @config_app.command("validate")
 def config_validate(topology: Path = TopologyOpt) -> None:
     """Check the topology and residency policy, and every region's settings derived from it."""

@@ -82,6 +82,7 @@ class GuardVerdict:
     scores: dict[str, float] = field(default_factory=dict)
     findings: tuple[tuple[str, int, int], ...] = ()  # (type, start, end) in the normalized text
     redactions: dict[str, str] = field(default_factory=dict, repr=False)
+    unsupported: tuple[str, ...] = ()  # answer sentences the retrieved passages do not support
 
 
 @dataclass(frozen=True)

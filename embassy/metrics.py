@@ -63,6 +63,12 @@ RETRIEVER_INJECTIONS = Counter("embassy_retriever_injections_total",
                                "(neutralized: those sentences removed; dropped: nothing else left).",
                                ["region", "action"])
 
+GROUNDEDNESS = Histogram("embassy_groundedness_score", "Groundedness of answers given retrieved passages "
+                         "(the least supported sentence; 1 fully supported).", ["region"],
+                         buckets=(0.1, 0.2, 0.3, 0.37, 0.45, 0.55, 0.65, 0.8, 0.9, 1.0))
+GROUNDEDNESS_FLAGGED = Counter("embassy_groundedness_flagged_total",
+                               "Answers flagged as not supported by their passages, by action (warn, refuse).",
+                               ["region", "action"])
 AUDIT_WRITE_ERRORS = Counter("embassy_audit_write_errors_total", "Audit records that could not be written.",
                              ["region"])
 

@@ -133,6 +133,14 @@ class GuardrailSettings(_Strict):
     stream_hold_chars: PositiveInt = Field(
         48, description="Streamed text held back for the output check (the longest identifier).")
     max_guard_chars: PositiveInt = Field(20_000, description="Longest text /v1/guard accepts.")
+    groundedness_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.37, description="An answer from retrieved passages whose least supported sentence scores lower "
+                          "is flagged (chosen on half of the groundedness set; see benchmarks/RESULTS.md).")
+    groundedness_action: Literal["warn", "refuse"] = Field(
+        "warn", description="A flagged answer: warn returns it with `embassy.grounding.flagged` and its "
+                            "unsupported sentences; refuse replaces it by `groundedness_refusal` (a stream "
+                            "already sent is flagged at its end). Flagged answers are never cached.")
+    groundedness_refusal: str = "I could not verify this answer against your documents, so I am not giving it."
 
 
 class CacheSettings(_Strict):

@@ -57,6 +57,9 @@ class EmbassyGuardrail(Guardrail):
         self.pii = v.PiiValidator(self.detector)
         self.injection = v.PromptInjectionValidator(InjectionModel.load())
         self.leak = v.SystemPromptLeakValidator()
+        from deployments.guardrail.groundedness import GroundednessScorer
+
+        self.groundedness = GroundednessScorer(self._embed)
         self.topic: Any = None
         self.configure(settings)
         self.detector.warm_up()
@@ -153,10 +156,21 @@ class EmbassyGuardrail(Guardrail):
         spans = [s for s in spans if s.end <= cut]
         # Values the caller did not send are masked by type and never mapped back.
         out = known.restore(_mask(text[:cut], spans))
+        scores, unsupported = {}, ()
+        if final and context:  # the whole answer against what the model was given
+            threshold = self.settings.guardrail.groundedness_threshold
+            g = self.groundedness.score(sent + text, context, threshold)
+            scores["groundedness"] = g.score
+            if g.score < threshold:
+                unsupported = tuple(g.unsupported)
+                if self.settings.guardrail.groundedness_action == "refuse":
+                    return GuardVerdict(False, "refuse", "ungrounded", text=self.settings.guardrail.groundedness_refusal,
+                                        consumed=len(text), scores=scores, unsupported=unsupported)
         if spans:
-            return GuardVerdict(False, "redact", "pii_leak", text=out, consumed=cut,
-                                findings=tuple((s.reason, s.start, s.end) for s in spans))
-        return GuardVerdict(True, "pass", text=out, consumed=cut)
+            return GuardVerdict(False, "redact", "pii_leak", text=out, consumed=cut, scores=scores,
+                                findings=tuple((s.reason, s.start, s.end) for s in spans), unsupported=unsupported)
+        return GuardVerdict(True, "pass", "ungrounded" if unsupported else None, text=out, consumed=cut,
+                            scores=scores, unsupported=unsupported)
 
 
 def _mask(text: str, spans) -> str:

@@ -61,20 +61,22 @@ class GuardrailDeployment:
         return self._fail_closed("output check", lambda: self.core.screen_output(
             ctx.tenant, text, redactions, final, sent, system_prompts, context))
 
-    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]:
-        """`POST /v1/guard`: the verdict on one text, with findings and the redacted text."""
+    async def guard(self, ctx: RequestContext, text: str, direction: str,
+                    context: tuple[str, ...] = ()) -> dict[str, Any]:
+        """`POST /v1/guard`: the verdict on one text, with findings and the redacted text;
+        for output with `context` (passages), its groundedness too."""
         if direction == "input":
             request = GenerationRequest(ctx=ctx, model="", messages=(Message("user", text),))
             v = self._fail_closed("guard call", lambda: self.core.screen_input(request))
             redacted = v.request.messages[-1].content if v.request else None
         else:
-            v = self._fail_closed("guard call", lambda: self.core.screen_output(ctx.tenant, text))
+            v = self._fail_closed("guard call", lambda: self.core.screen_output(ctx.tenant, text, context=context))
             redacted = v.text
         return {"allowed": v.allowed, "action": v.action,
                 "categories": [v.category] if v.category else [],
                 "scores": v.scores,
                 "findings": [{"type": t, "start": s, "end": e} for t, s, e in v.findings],
-                "text": redacted}
+                "unsupported": list(v.unsupported), "text": redacted}
 
     async def ready(self) -> bool:
         return self.core is not None

@@ -138,7 +138,8 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
 
     @app.post("/v1/guard")
     async def guard(request: Request) -> Response:
-        """Screen one text: {"text", "direction": "input"|"output"} -> the guard's verdict."""
+        """Screen one text: {"text", "direction": "input"|"output", "context": [passages]}
+        -> the guard's verdict (with `context`, an output's groundedness)."""
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
             tenant = service.keys.authenticate(request.headers.get("authorization"))
@@ -148,7 +149,12 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             direction = data.get("direction", "input")
             if direction not in ("input", "output"):
                 raise InvalidRequest("'direction' must be 'input' or 'output'.", param="direction")
-            return JSONResponse(await service.guard(tenant, data["text"], direction, request_id))
+            context = data.get("context", [])
+            if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
+                raise InvalidRequest("'context' must be a list of strings.", param="context")
+            if context and direction != "output":
+                raise InvalidRequest("'context' applies to direction 'output'.", param="context")
+            return JSONResponse(await service.guard(tenant, data["text"], direction, request_id, tuple(context)))
         except Exception as exc:
             return error_response(exc, request_id)
 

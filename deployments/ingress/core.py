@@ -76,7 +76,8 @@ class GraphNodes(ABC):
         """See `deployments.guardrail.core.Guardrail.check_output`."""
 
     @abstractmethod
-    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict[str, Any]: ...
+    async def guard(self, ctx: RequestContext, text: str, direction: str,
+                    context: tuple[str, ...] = ()) -> dict[str, Any]: ...
 
     @abstractmethod
     def readiness(self) -> dict[str, bool]:
@@ -357,17 +358,22 @@ class ChatService:
         context = tuple(passage.text for passage in p.model_request.passages)  # what the model read
         return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts, context)
 
-    async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str) -> dict[str, Any]:
+    async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str,
+                    context: tuple[str, ...] = ()) -> dict[str, Any]:
         """`POST /v1/guard`: screen one text with the region's guard, for this tenant."""
-        if len(text) > self.settings.guardrail.max_guard_chars:
-            raise InvalidRequest(f"'text' is longer than {self.settings.guardrail.max_guard_chars} "
-                                 "characters.", param="text")
+        limit = self.settings.guardrail.max_guard_chars
+        if len(text) > limit or sum(map(len, context)) > limit:
+            raise InvalidRequest(f"'text' and 'context' may hold {limit} characters each.", param="text")
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
         return {"request_id": request_id, "direction": direction,
-                **await self.nodes.guard(ctx, text, direction)}
+                **await self.nodes.guard(ctx, text, direction, context)}
 
-    def _embassy_field(self, p: _Prepared, output: GuardVerdict | None) -> dict[str, Any]:
+    def _embassy_field(self, p: _Prepared, output: GuardVerdict | None,
+                       final: GuardVerdict | None = None) -> dict[str, Any]:
+        """`final`: the last output check, the one that scored groundedness (default `output`)."""
         p.timings.add("total", (time.perf_counter() - p.started) * 1000)
+        final = final or output
+        score = final.scores.get("groundedness") if final else None
         return {
             "region": self.region,
             "request_id": p.ctx.request_id,
@@ -378,6 +384,8 @@ class ChatService:
                            "score": c.score, "snippet": c.text[:200]} for c in p.passages],
             "grounding": {"status": p.retrieval.status, "corpus_version": p.corpus_version,
                           "screened_injections": p.retrieval.screened_injections,
+                          "score": score, "flagged": bool(final and final.unsupported),
+                          "unsupported": list(final.unsupported) if final else [],
                           "answered_by": ("cache" if p.cache.status == "hit" else
                                           "no_answer_text" if p.canned is not None else "model")},
             "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category,
@@ -454,15 +462,28 @@ class ChatService:
             text = "".join(parts)
             trace["answer"] = text  # the model's own text: placeholders, not the caller's values
             output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
+            self._observe_groundedness(output, trace)
             if not output.allowed:
                 finish = "content_filter"
-            elif finish in ("stop", "length"):
+            elif finish in ("stop", "length") and not output.unsupported:  # flagged: never cached
                 cacheable = text
         finally:
             self._settle(p, cacheable, completion_tokens)
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
         trace.update(finish=finish, output_guard=output.category, tokens=[prompt_tokens, completion_tokens])
         return self._completion(p, output.text, finish, prompt_tokens, completion_tokens, output)
+
+    def _observe_groundedness(self, final: GuardVerdict, trace: dict) -> None:
+        score = final.scores.get("groundedness")
+        if score is None:
+            return
+        metrics.GROUNDEDNESS.labels(self.region).observe(score)
+        trace.update(groundedness=score, ungrounded=bool(final.unsupported))
+        if final.unsupported:
+            action = self.settings.guardrail.groundedness_action
+            metrics.GROUNDEDNESS_FLAGGED.labels(self.region, action).inc()
+            log.warning("request answer flagged as ungrounded (score %.3f, %d unsupported sentence(s)); %s",
+                        score, len(final.unsupported), action)
 
     def _completion(self, p: _Prepared, text: str | None, finish: str | None,
                     prompt_tokens: int, completion_tokens: int, output: GuardVerdict | None) -> dict[str, Any]:
@@ -575,15 +596,16 @@ class ChatService:
                 if text:
                     yield out.chunk({"content": text})
             filtered = [v for v in verdicts if not v.allowed]
+            self._observe_groundedness(verdicts[-1], trace)
             if filtered:
                 finish = "content_filter"
-            elif finish in ("stop", "length"):
+            elif finish in ("stop", "length") and not verdicts[-1].unsupported:  # flagged: never cached
                 cacheable = "".join(raw)
             output = filtered[-1] if filtered else verdicts[-1]
             self._observe_usage(tenant, p.body.model, prompt_tokens, completion_tokens)
             trace.update(answer="".join(raw), finish=finish, output_guard=output.category,
                          tokens=[prompt_tokens, completion_tokens])
-            yield out.chunk({}, finish or "stop", embassy=self._embassy_field(p, output))
+            yield out.chunk({}, finish or "stop", embassy=self._embassy_field(p, output, verdicts[-1]))
         finally:
             self._settle(p, cacheable, completion_tokens)
         if out.include_usage:

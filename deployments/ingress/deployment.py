@@ -87,8 +87,8 @@ class RayGraphNodes(GraphNodes):
         return await self._call(self.guardrail.check_output, ctx, text, redactions, final, sent, system_prompts,
                                 context)
 
-    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
-        return await self._call(self.guardrail.guard, ctx, text, direction)
+    async def guard(self, ctx: RequestContext, text: str, direction: str, context: tuple[str, ...] = ()) -> dict:
+        return await self._call(self.guardrail.guard, ctx, text, direction, context)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         response = self.llms[request.model].options(stream=True).generate.remote(request)

@@ -41,6 +41,7 @@ class FakeGraphNodes(GraphNodes):
         self.output_checks = 0
         self.redactions: dict[str, str] = {}
         self.erased: list[tuple[str, str | None]] = []
+        self.ungrounded = False
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         return GuardVerdict(allowed=True, request=request, redactions=self.redactions)
@@ -89,9 +90,12 @@ class FakeGraphNodes(GraphNodes):
     async def check_output(self, ctx: RequestContext, text: str, redactions=None, final=True, sent="",
                            system_prompts=(), context=()) -> GuardVerdict:
         self.output_checks += 1
+        if self.ungrounded and final:  # the real scorer is tested in tests/unit/guardrail
+            return GuardVerdict(True, "pass", "ungrounded", text=text, consumed=len(text),
+                                scores={"groundedness": 0.1}, unsupported=("gamma is invented.",))
         return GuardVerdict(allowed=True, text=text, consumed=len(text))
 
-    async def guard(self, ctx: RequestContext, text: str, direction: str) -> dict:
+    async def guard(self, ctx: RequestContext, text: str, direction: str, context=()) -> dict:
         return {"allowed": True, "text": text}
 
     def readiness(self) -> dict[str, bool]:

@@ -156,3 +156,16 @@ def test_cache_control_no_cache_and_no_store(env):
                        headers={**auth, "Cache-Control": "no-cache"}).json()
     assert body["embassy"]["cache"]["status"] == "bypass" and "no-cache" in body["embassy"]["cache"]["reason"]
     assert len(nodes.seen) == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_flagged_ungrounded_is_marked_and_never_cached(env, stream):
+    client, nodes, auth, _ = env
+    nodes.ungrounded = True
+    for _ in range(2):
+        r = client.post("/v1/chat/completions", json=chat(stream=stream, **COLD), headers=auth)
+        embassy = sse_events(r)[-1]["embassy"] if stream else r.json()["embassy"]
+        assert embassy["grounding"]["flagged"] is True and embassy["grounding"]["score"] == 0.1
+        assert embassy["grounding"]["unsupported"] == ["gamma is invented."]
+        assert embassy["cache"]["status"] == "miss"
+    assert len(nodes.seen) == 2 and nodes.cached == {}
