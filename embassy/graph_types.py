@@ -8,7 +8,7 @@ these once; nodes trust them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -83,6 +83,7 @@ class GuardVerdict:
     findings: tuple[tuple[str, int, int], ...] = ()  # (type, start, end) in the normalized text
     redactions: dict[str, str] = field(default_factory=dict, repr=False)
     unsupported: tuple[str, ...] = ()  # answer sentences the retrieved passages do not support
+    embedding: Any = field(default=None, repr=False)  # input: the last user message's vector (drift)
 
 
 @dataclass(frozen=True)

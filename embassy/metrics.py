@@ -69,6 +69,11 @@ GROUNDEDNESS = Histogram("embassy_groundedness_score", "Groundedness of answers 
 GROUNDEDNESS_FLAGGED = Counter("embassy_groundedness_flagged_total",
                                "Answers flagged as not supported by their passages, by action (warn, refuse).",
                                ["region", "action"])
+DRIFT_P_VALUE = Gauge("embassy_drift_p_value", "p-value of the last drift check, by signal.", ["region", "signal"],
+                      multiprocess_mode="livemin")
+DRIFT_STATISTIC = Gauge("embassy_drift_statistic", "Statistic of the last drift check (MMD² or KS), by signal.",
+                        ["region", "signal"], multiprocess_mode="livemax")
+DRIFT_DETECTED = Counter("embassy_drift_detected_total", "Drift alarms, by signal.", ["region", "signal"])
 AUDIT_WRITE_ERRORS = Counter("embassy_audit_write_errors_total", "Audit records that could not be written.",
                              ["region"])
 

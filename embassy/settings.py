@@ -249,6 +249,17 @@ class AuditSettings(_Strict):
         2.0, description="Records arriving within this window share one fsync; a response waits for its own.")
 
 
+class DriftSettings(_Strict):
+    """Drift of traffic against a reference window (embassy/drift.py), per ingress replica."""
+
+    enabled: bool = True
+    reference_size: Annotated[int, Field(ge=20)] = 300
+    window: Annotated[int, Field(ge=20)] = 300
+    check_every: PositiveInt = 50
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    confirm: PositiveInt = Field(2, description="Significant checks in a row that make an alarm.")
+
+
 class TenantSettings(_Strict):
     jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
         description="Home jurisdiction of the tenant's data subjects (ISO 3166 alpha-2, EU for the Union).")
@@ -301,6 +312,7 @@ class EmbassySettings(_Strict):
     cache: CacheSettings = CacheSettings()
     retriever: RetrieverSettings = RetrieverSettings()
     audit: AuditSettings = AuditSettings()
+    drift: DriftSettings = DriftSettings()
     topology: Path | None = Field(
         None, description="The multi-region topology (cluster_configs/regions.yaml); set, the ingress "
                           "enforces its residency policy. Null: a single region that serves every tenant.")

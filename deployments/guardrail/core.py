@@ -117,14 +117,17 @@ class EmbassyGuardrail(Guardrail):
             topic = self.topic.validate(user[-1], {"embedding": embeddings[-1]})
             scores["topic"] = round(topic.metadata["score"], 4)
             if any(r.outcome == "fail" for r in injection):
-                return GuardVerdict(False, "refuse", "prompt_injection", scores=scores, findings=tuple(findings))
+                return GuardVerdict(False, "refuse", "prompt_injection", scores=scores, findings=tuple(findings),
+                                    embedding=embeddings[-1])
             if topic.outcome == "fail":
-                return GuardVerdict(False, "refuse", "off_topic", scores=scores, findings=tuple(findings))
+                return GuardVerdict(False, "refuse", "off_topic", scores=scores, findings=tuple(findings),
+                                    embedding=embeddings[-1])
         if g.system_prompt and not any(m.role == "system" for m in messages):
             messages.insert(0, Message("system", g.system_prompt))
         return GuardVerdict(True, "redact" if findings else "pass", "pii" if findings else None,
                             request=replace(request, messages=tuple(messages)), scores=scores,
-                            findings=tuple(findings), redactions=redaction.mapping)
+                            findings=tuple(findings), redactions=redaction.mapping,
+                            embedding=embeddings[-1] if user else None)
 
     # -- output ------------------------------------------------------------------------
 

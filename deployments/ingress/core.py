@@ -31,6 +31,7 @@ from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest,
     Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
 from embassy.placeholders import restore
 from embassy.audit import erase_subject, writer_for
+from embassy.drift import DriftDetector
 from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, Tenant
@@ -169,6 +170,9 @@ class ChatService:
         topology = load_topology(settings.resolve(settings.topology)) if settings.topology else None
         self.residency = ResidencyGate(topology, settings.region)
         self.audit = writer_for(settings, f"ingress-{socket.gethostname()}-{os.getpid()}")
+        d = settings.drift
+        self.drift = DriftDetector(d.reference_size, d.window, d.check_every, d.alpha, d.confirm) \
+            if d.enabled else None
         self._background: set[asyncio.Task] = set()
 
     # -- admission ---------------------------------------------------------------------
@@ -231,6 +235,7 @@ class ChatService:
         request = self._generation_request(ctx, body)
         verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
         trace["guard"] = {"action": verdict.action, "category": verdict.category}
+        trace["_embedding"] = verdict.embedding  # for drift; not written to the audit record
         if not verdict.allowed:  # the refused text is kept only as a hash
             trace["prompt_sha256"] = hashlib.sha256(request.messages[-1].content.encode()).hexdigest()
             raise ContentFiltered(verdict.category or "policy")
@@ -310,12 +315,13 @@ class ChatService:
                             trace: dict, admission: Admission | None) -> None:
         """One record per chat request, on disk before the response goes out. Content is
         what the guard let through (redacted), or only a hash of a refused prompt."""
+        self._observe_drift(trace, status)
         if self.audit is None:
             return
         content = {k: trace[k] for k in ("prompt", "answer") if k in trace}
         fields = {"model": model, "status": status,
                   "jurisdiction": admission.jurisdiction if admission else (tenant.jurisdiction if tenant else None),
-                  **{k: v for k, v in trace.items() if k not in ("prompt", "answer")}}
+                  **{k: v for k, v in trace.items() if k not in ("prompt", "answer") and not k.startswith("_")}}
         try:
             await self.audit.append("request", "chat.completion", tenant=tenant.id if tenant else None,
                                     request_id=request_id, subject=admission.subject if admission else None,
@@ -323,6 +329,33 @@ class ChatService:
         except OSError as exc:  # the answer is computed; say loudly that its record is missing
             metrics.AUDIT_WRITE_ERRORS.labels(self.region).inc()
             log.error("audit record for request %s not written: %s", request_id, exc)
+
+    def _observe_drift(self, trace: dict, status: int) -> None:
+        """Requests that reached the guard feed the drift detector; a due check runs in a
+        thread on a snapshot, off the event loop."""
+        if self.drift is None or "guard" not in trace:
+            return
+        refused = 1.0 if status == 400 and trace["guard"]["category"] in ("pii", "prompt_injection", "off_topic") \
+            else 0.0
+        answer = trace.get("answer")
+        if self.drift.add(trace.get("_embedding"), refused=refused, groundedness=trace.get("groundedness"),
+                          answer_length=float(len(answer)) if answer is not None else None):
+            task = asyncio.get_running_loop().create_task(self._drift_check(self.drift.snapshot()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _drift_check(self, snapshot: dict) -> None:
+        alarms = await asyncio.to_thread(self.drift.evaluate, snapshot)
+        for check in self.drift.last.values():
+            metrics.DRIFT_P_VALUE.labels(self.region, check.signal).set(check.p_value)
+            metrics.DRIFT_STATISTIC.labels(self.region, check.signal).set(check.statistic)
+        for alarm in alarms:
+            metrics.DRIFT_DETECTED.labels(self.region, alarm.signal).inc()
+            log.warning("drift detected in region %s: %s (statistic %.4f, p %.4f)", self.region, alarm.signal,
+                        alarm.statistic, alarm.p_value)
+            if self.audit is not None:
+                await self.audit.append("drift", "drift.detected", fields={
+                    "signal": alarm.signal, "statistic": alarm.statistic, "p_value": alarm.p_value})
 
     async def audit_admin(self, caller: Tenant | None, action: str, fields: dict[str, Any]) -> None:
         if self.audit is not None:

@@ -101,3 +101,24 @@ def test_a_cached_grounded_answer_is_dropped_when_the_corpus_changes(live, docs_
     after = post(live, body, key=docs_key).json()
     assert after["embassy"]["cache"]["status"] != "hit", after["embassy"]["cache"]
     assert after["embassy"]["grounding"]["corpus_version"] != hit["embassy"]["grounding"]["corpus_version"]
+
+
+def test_groundedness_through_the_real_graph(live, docs_key):
+    passage = ("United Arab Emirates customs > Duty and VAT\nThe standard customs duty in the UAE is 5 percent of the "
+               "CIF value of the goods. Tobacco products attract 100 percent duty.")
+    threshold = live.settings.guardrail.groundedness_threshold
+
+    def check(answer: str) -> dict:
+        r = httpx.post(f"{live.url}/v1/guard", timeout=30, headers={"Authorization": f"Bearer {docs_key}"},
+                       json={"text": answer, "direction": "output", "context": [passage]})
+        assert r.status_code == 200, r.text
+        return r.json()
+    supported = check("The UAE charges 5 percent customs duty on the CIF value; tobacco pays 100 percent.")
+    assert supported["scores"]["groundedness"] >= threshold and supported["unsupported"] == []
+    corrupted = check("The UAE charges 12 percent customs duty on the CIF value, payable to the Ministry of Fisheries.")
+    assert corrupted["scores"]["groundedness"] < threshold
+    assert corrupted["categories"] == ["ungrounded"] and corrupted["unsupported"]
+    # A grounded chat answer carries its score.
+    body = post(live, ask("What is the standard customs duty rate in the UAE?"), key=docs_key, headers=NO_CACHE).json()
+    assert isinstance(body["embassy"]["grounding"]["score"], float)
+    assert body["embassy"]["grounding"]["flagged"] == (body["embassy"]["grounding"]["score"] < threshold)

@@ -42,9 +42,11 @@ class FakeGraphNodes(GraphNodes):
         self.redactions: dict[str, str] = {}
         self.erased: list[tuple[str, str | None]] = []
         self.ungrounded = False
+        self.embeddings: list = []  # input verdicts' vectors, one per request (drift tests)
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
-        return GuardVerdict(allowed=True, request=request, redactions=self.redactions)
+        embedding = self.embeddings.pop(0) if self.embeddings else None
+        return GuardVerdict(allowed=True, request=request, redactions=self.redactions, embedding=embedding)
 
     async def lookup(self, request: GenerationRequest, corpus_version: str | None) -> CacheLookup:
         if request.sampling.temperature > 0:
