@@ -74,6 +74,16 @@ DRIFT_P_VALUE = Gauge("embassy_drift_p_value", "p-value of the last drift check,
 DRIFT_STATISTIC = Gauge("embassy_drift_statistic", "Statistic of the last drift check (MMD² or KS), by signal.",
                         ["region", "signal"], multiprocess_mode="livemax")
 DRIFT_DETECTED = Counter("embassy_drift_detected_total", "Drift alarms, by signal.", ["region", "signal"])
+REQUEST_OUTCOMES = Counter("embassy_request_outcomes_total",
+                           "Chat requests by outcome: served, cache_hit, no_answer, refused_<category>, "
+                           "misdirected, error_<status>.", ["region", "model", "tenant", "outcome"])
+INTER_TOKEN_LATENCY = Histogram("embassy_inter_token_latency_seconds",
+                                "Mean time between generated tokens of a request.", ["region", "model"],
+                                buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1))
+DEPLOYMENT_REPLICAS = Gauge("embassy_deployment_replicas", "Replicas of each graph node, by Serve state.",
+                            ["region", "node", "state"], multiprocess_mode="livemax")
+AUDIT_CHAIN_OK = Gauge("embassy_audit_chain_ok", "1 when the last verification of the region's audit "
+                       "chains passed, 0 when one is broken.", ["region"], multiprocess_mode="livemin")
 AUDIT_WRITE_ERRORS = Counter("embassy_audit_write_errors_total", "Audit records that could not be written.",
                              ["region"])
 

@@ -247,6 +247,9 @@ class AuditSettings(_Strict):
                                                          "(about 6 months, as the EU AI Act asks of logs).")
     batch_window_ms: NonNegativeFloat = Field(
         2.0, description="Records arriving within this window share one fsync; a response waits for its own.")
+    verify_interval_s: NonNegativeFloat = Field(
+        600.0, description="The ingress re-verifies the region's chains this often (metric "
+                           "embassy_audit_chain_ok, alert AuditChainBroken); 0: never.")
 
 
 class DriftSettings(_Strict):

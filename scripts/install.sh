@@ -46,10 +46,11 @@ train_cache_verifier() {
   echo "$code" > "$out/.code"
 }
 
-# The geo-DNS front runs Debian's PowerDNS with its GeoIP backend (`embassy dns serve`).
+# The geo-DNS front runs Debian's PowerDNS with its GeoIP backend (`embassy dns serve`);
+# the tests check the alert rules with Debian's promtool.
 have_powerdns() {
   { command -v pdns_server >/dev/null || [ -x /usr/sbin/pdns_server ]; } &&
-    ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1
+    ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1 && command -v promtool >/dev/null
 }
 
 install_powerdns() {
@@ -60,11 +61,12 @@ install_powerdns() {
   fi
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  echo "installing PowerDNS (pdns-server, pdns-backend-geoip) ..."
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pdns-server pdns-backend-geoip >/dev/null 2>&1 || {
+  echo "installing PowerDNS (pdns-server, pdns-backend-geoip) and promtool (prometheus) ..."
+  local pkgs="pdns-server pdns-backend-geoip prometheus"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 || {
     $sudo apt-get update -q >/dev/null 2>&1
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pdns-server pdns-backend-geoip >/dev/null
-  } || echo "warning: could not install PowerDNS; the DNS tests will skip" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs >/dev/null
+  } || echo "warning: could not install PowerDNS / promtool; the tests that need them will skip" >&2
 }
 
 export_embedder() {

@@ -231,12 +231,28 @@ async def _admin(request: Request, service: ChatService, action, body_shape: str
         return error_response(exc, request_id)
 
 
+def outcome_of(status: int, trace: dict) -> str:
+    """A request's outcome for `embassy_request_outcomes_total` (bounded label values)."""
+    if status == 200:
+        if trace.get("cache") == "hit":
+            return "cache_hit"
+        return "no_answer" if trace.get("answered_by") == "no_answer_text" else "served"
+    guard = trace.get("guard") or {}
+    if status == 400 and guard.get("category") in ("pii", "prompt_injection", "off_topic"):
+        return f"refused_{guard['category']}"
+    if status == 421:
+        return "misdirected"
+    return f"error_{status}" if status in (400, 401, 403, 404, 413, 429, 499, 500, 503, 504) else "error_other"
+
+
 def _finish(service: ChatService, model: str, tenant, started: float, request_id: str, trace: dict,
             admission) -> Callable[[int], Awaitable[None]]:
     """Count the request and write its audit record (the response waits for the record to
     be on disk; shielded, so a client that leaves does not cancel it)."""
     async def record(status: int) -> None:
         metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
+        metrics.REQUEST_OUTCOMES.labels(service.region, model, service.tenant_label(tenant),
+                                        outcome_of(status, trace)).inc()
         metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
         await asyncio.shield(service.audit_request(tenant, request_id, model, status, trace, admission))
     return record

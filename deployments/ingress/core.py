@@ -256,6 +256,7 @@ class ChatService:
         if (cache.status != "hit" and retrieval.status == "nothing_relevant"
                 and self.settings.retriever.when_nothing_relevant == "say_so"):
             canned = self.settings.retriever.no_answer_text
+            trace["answered_by"] = "no_answer_text"
         flight = None
         if cache.status == "miss" and control.store and canned is None:  # no-store: not shared either
             key = scope_of(request, "").entry_key()
@@ -356,6 +357,27 @@ class ChatService:
             if self.audit is not None:
                 await self.audit.append("drift", "drift.detected", fields={
                     "signal": alarm.signal, "statistic": alarm.statistic, "p_value": alarm.p_value})
+
+    def start_audit_watch(self) -> None:
+        if self.audit is not None and self.settings.audit.verify_interval_s > 0:
+            task = asyncio.get_running_loop().create_task(self._audit_watch())
+            self._background.add(task)
+
+    async def _audit_watch(self) -> None:
+        from embassy.audit import chains, verify_chain
+
+        while True:
+            await asyncio.sleep(self.settings.audit.verify_interval_s)
+            try:
+                results = await asyncio.to_thread(lambda: [verify_chain(f, self.audit.key)
+                                                           for f in chains(self.settings.audit_root)])
+            except OSError as exc:
+                log.error("audit verification could not read the log: %s", exc)
+                continue
+            broken = [r.problem for r in results if not r.ok]
+            metrics.AUDIT_CHAIN_OK.labels(self.region).set(0 if broken else 1)
+            for problem in broken:
+                log.error("audit chain broken: %s", problem)
 
     async def audit_admin(self, caller: Tenant | None, action: str, fields: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -483,8 +505,8 @@ class ChatService:
                     except StopAsyncIteration:
                         break
                     if not parts:
-                        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(
-                            time.perf_counter() - started)
+                        first_at = time.perf_counter()
+                        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(first_at - started)
                     parts.append(delta.text)
                     prompt_tokens = delta.prompt_tokens
                     completion_tokens += delta.completion_tokens
@@ -492,6 +514,8 @@ class ChatService:
             finally:
                 await stream.aclose()
                 self._observe_stage(p.timings, "llm", t0)
+            if parts:
+                self._observe_itl(body.model, first_at, completion_tokens)
             text = "".join(parts)
             trace["answer"] = text  # the model's own text: placeholders, not the caller's values
             output = await self._timed(p.timings, "guardrail_output", self._check_output(p, text, final=True))
@@ -505,6 +529,12 @@ class ChatService:
         self._observe_usage(tenant, body.model, prompt_tokens, completion_tokens)
         trace.update(finish=finish, output_guard=output.category, tokens=[prompt_tokens, completion_tokens])
         return self._completion(p, output.text, finish, prompt_tokens, completion_tokens, output)
+
+    def _observe_itl(self, model: str, first_at: float, completion_tokens: int) -> None:
+        """Mean time between tokens after the first (batched deltas carry several)."""
+        if completion_tokens > 1:
+            metrics.INTER_TOKEN_LATENCY.labels(self.region, model).observe(
+                (time.perf_counter() - first_at) / (completion_tokens - 1))
 
     def _observe_groundedness(self, final: GuardVerdict, trace: dict) -> None:
         score = final.scores.get("groundedness")
@@ -578,6 +608,7 @@ class ChatService:
                    first: GenerationDelta | None, deadline: float, t0: float,
                    trace: dict) -> AsyncIterator[bytes]:
         out = _SseChunks(p.ctx.request_id, p.body)
+        first_at = time.perf_counter()  # the first delta has arrived
         raw: list[str] = []  # the model's own (redacted) text: what the cache may keep
         cacheable = None
         prompt_tokens = completion_tokens = 0
@@ -624,6 +655,7 @@ class ChatService:
             finally:
                 await gen.aclose()
                 self._observe_stage(p.timings, "llm", t0)
+                self._observe_itl(p.body.model, first_at, completion_tokens)
             if not verdicts or verdicts[-1].category != "system_prompt_leak":
                 text = await screen(final=True)
                 if text:

@@ -124,6 +124,8 @@ class RayGraphNodes(GraphNodes):
                 info = deployments.get(name)
                 running = info.replica_states.get("RUNNING", 0) if info else 0
                 self._ready[node] = running > 0
+                for state, count in (info.replica_states.items() if info else [("RUNNING", 0)]):
+                    metrics.DEPLOYMENT_REPLICAS.labels(self.region, node, str(state)).set(count)
                 metrics.NODE_READY.labels(self.region, node).set(1 if running else 0)
         except Exception:
             log.warning("replica status check failed", exc_info=True)
@@ -149,6 +151,7 @@ class IngressDeployment:
         self.service = ChatService(cfg, KeyStore.from_settings(cfg), self.nodes,
                                    {m: registry[m].context_length for m in cfg.models})
         self.nodes.start_polling()
+        self.service.start_audit_watch()
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy already keeps or mints x-request-id and echoes it.

@@ -43,9 +43,12 @@ class FakeGraphNodes(GraphNodes):
         self.erased: list[tuple[str, str | None]] = []
         self.ungrounded = False
         self.embeddings: list = []  # input verdicts' vectors, one per request (drift tests)
+        self.refuse: str | None = None  # a category: the input guard refuses with it
 
     async def check_input(self, request: GenerationRequest) -> GuardVerdict:
         embedding = self.embeddings.pop(0) if self.embeddings else None
+        if self.refuse:
+            return GuardVerdict(False, "refuse", self.refuse, embedding=embedding)
         return GuardVerdict(allowed=True, request=request, redactions=self.redactions, embedding=embedding)
 
     async def lookup(self, request: GenerationRequest, corpus_version: str | None) -> CacheLookup:
