@@ -63,7 +63,7 @@ def test_an_empty_corpus_answers_without_citations_flagged(live):
     embassy = r.json()["embassy"]
     assert embassy["citations"] == []
     assert embassy["grounding"] == {"status": "no_corpus", "corpus_version": "empty", "screened_injections": 0,
-                                    "answered_by": "model"}
+                                    "score": None, "flagged": False, "unsupported": [], "answered_by": "model"}
     assert r.json()["usage"]["completion_tokens"] > 0
 
 
@@ -86,7 +86,8 @@ def test_nothing_relevant_says_so_instead_of_inventing(live, docs_key):
 
 
 def test_a_cached_grounded_answer_is_dropped_when_the_corpus_changes(live, docs_key, tmp_path):
-    body = ask("How many years must Singapore traders keep their trade documents?")
+    # One token: too short to be judged ungrounded (a flagged answer is never cached).
+    body = ask("How many years must Singapore traders keep their trade documents?", max_tokens=1)
     first = post(live, body, key=docs_key).json()
     assert first["embassy"]["cache"]["status"] != "hit", first["embassy"]["cache"]
     deadline = time.monotonic() + 20
