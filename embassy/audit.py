@@ -239,12 +239,12 @@ def writer_for(settings, name: str) -> AuditWriter | None:
     a = settings.audit
     if not a.enabled:
         return None
-    key = load_key(settings.resolve(a.key_file) if a.key_file else settings.resolve(settings.state_dir) / "audit.key")
-    return AuditWriter(settings.audit_root / name, settings.region, key, a.max_segment_mb * 2**20,
+    return AuditWriter(settings.audit_root / name, settings.region, key_for(settings), a.max_segment_mb * 2**20,
                        a.retention_days * 86400, a.batch_window_ms / 1000)
 
 
 def key_for(settings) -> bytes:
+    """The region's checkpoint key (`audit.key_file`, default <state_dir>/audit.key)."""
     a = settings.audit
     return load_key(settings.resolve(a.key_file) if a.key_file else settings.resolve(settings.state_dir) / "audit.key")
 
