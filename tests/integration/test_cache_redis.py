@@ -201,7 +201,9 @@ return 1"""
 
 async def test_slow_redis_is_bypassed_within_the_timeout(redis_server, verifier):
     c = make_cache(redis_server.url, verifier, timeout_ms=50, retry_after_s=0.2)
-    blocker = redis.Redis.from_url(redis_server.url)
+    # The blocking client waits as long as the script runs, however slow the machine is
+    # (redis-py's default 5 s read timeout cut it off once under load).
+    blocker = redis.Redis.from_url(redis_server.url, socket_timeout=60)
     try:
         await c.store(req(Q), "x", 1)
         # A script that spins for 1 s: Redis serves no one else meanwhile.
