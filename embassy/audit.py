@@ -312,9 +312,10 @@ def verify_chain(folder: Path, key: bytes) -> VerifyResult:
     return VerifyResult(True, count)
 
 
-def erase_subject(root: Path, subject: str) -> int:
-    """Replace the content of every record about `subject` with a tombstone (the chain
-    still verifies: hashes cover the content's hash, not the content). Returns the count."""
+def erase_subject(root: Path, subject: str, tenant: str | None = None) -> int:
+    """Replace the content of every record about `subject` (of `tenant`, when given) with a
+    tombstone (the chain still verifies: hashes cover the content's hash, not the content).
+    Returns the count."""
     erased = 0
     for folder in chains(root):
         for seg in sorted(folder.glob("segment-*.jsonl")):
@@ -324,7 +325,8 @@ def erase_subject(root: Path, subject: str) -> int:
                 if not line.strip():
                     continue
                 rec = json.loads(line)
-                if rec.get("subject") == subject and rec.get("content") != TOMBSTONE:
+                if rec.get("subject") == subject and rec.get("content") != TOMBSTONE \
+                        and (tenant is None or rec.get("tenant") == tenant):
                     rec["content"] = TOMBSTONE
                     lines[i] = _canonical(rec) + b"\n"
                     changed, erased = True, erased + 1

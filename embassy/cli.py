@@ -648,7 +648,7 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
     if settings.audit.enabled:
         from embassy.audit import erase_subject
 
-        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject)
+        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject, tenant)
     _audit_admin(settings, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
     print(json.dumps(out))
     if failed:

@@ -397,7 +397,7 @@ class ChatService:
         match = {"subject": subject, **({"tenant": tenant} if tenant else {})}
         entries = await self.nodes.invalidate_cache(match)
         documents = await self.nodes.erase_documents(subject, tenant)
-        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject) \
+        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject, tenant) \
             if self.audit is not None else 0
         log.info("erased data subject in region %s: %d cache entries, %d documents, %d audit records",
                  self.region, entries, len(documents), records)
