@@ -99,7 +99,20 @@ class RedisSemanticCache(SemanticCache):
         if not self._index_ready:
             async with asyncio.timeout(max(1.0, self.settings.timeout_ms / 1000)):
                 await self.index.create(overwrite=False)
+                await self._upgrade_index()
             self._index_ready = True
+
+    async def _upgrade_index(self) -> None:
+        """An index made by an older version may lack a field this one filters on (such as
+        `subject`): redefine it in place. Entries stay (RediSearch re-indexes the hashes)."""
+        def name(attribute) -> str:
+            value = attribute[attribute.index("identifier") + 1]
+            return value.decode() if isinstance(value, bytes) else value
+        present = {name(a) for a in (await self.index.info())["attributes"]}
+        missing = sorted(set(TAGS) - present)
+        if missing:
+            log.warning("cache index %s lacks %s: redefining it (entries are kept)", self.settings.index, missing)
+            await self.index.create(overwrite=True, drop=False)
 
     def _key(self, scope: CacheScope) -> str:
         return f"{self.settings.index}:{scope.entry_key()}"

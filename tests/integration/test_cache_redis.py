@@ -264,3 +264,32 @@ def test_eval_cache_command_starts_its_own_redis_and_prints_one_json_object(tmp_
     assert result["n"] == 3 and result["precision"] == 1.0  # the direction pair never hits
     assert result["recall"] >= 0.5  # the identical pair hits at least
     assert set(result["lookup_ms"]) == {"p50", "p99"}
+
+
+async def test_an_index_from_an_older_version_is_upgraded_in_place(redis_server, verifier):
+    """An index without the `subject` tag (made before erasure existed) gets it; its
+    entries stay and can be erased by subject."""
+    from redisvl.index import AsyncSearchIndex
+
+    from deployments.cache.redis_cache import index_schema
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    old = index_schema(name)
+    old["fields"] = [f for f in old["fields"] if f["name"] != "subject"]
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await AsyncSearchIndex.from_dict(old, redis_client=client).create()
+    c = make_cache(redis_server.url, verifier, index=name)
+    try:
+        from dataclasses import replace
+
+        from embassy.graph_types import RequestContext
+
+        request = req(Q)
+        assert await c.store(replace(request, ctx=RequestContext("r1", "acme", "eu", "EU", "cust-9")), "x", 1)
+        assert (await c.lookup(req(Q))).status == "hit"
+        assert await c.invalidate(subject="cust-9") == 1
+        assert (await c.lookup(req(Q))).status == "miss"
+    finally:
+        await c.index.delete(drop=True)
+        await c.close()
+        await client.aclose()
