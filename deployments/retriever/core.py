@@ -1,4 +1,4 @@
-"""Retriever node core: the contract, the pass-through, and `CorpusRetriever` (RAG).
+"""Retriever node core: the contract and `CorpusRetriever` (RAG).
 
 For each request: embed the last user message, search the tenant's chunks in this region
 (hybrid keyword + vector by default), drop candidates below the cosine floor, optionally
@@ -32,13 +32,6 @@ class Retriever(ABC):
         only, with that corpus's version. `status` says whether the answer can be grounded:
         `grounded` (passages found), `nothing_relevant` (the tenant has documents, none
         relevant enough) or `no_corpus` (the tenant has none here)."""
-
-
-class PassThroughRetriever(Retriever):
-    """Retrieves nothing (`retriever.enabled: false`-style deployments and unit tests)."""
-
-    async def retrieve(self, request: GenerationRequest) -> Retrieval:
-        return Retrieval(status="no_corpus")
 
 
 def question_of(request: GenerationRequest) -> str:
