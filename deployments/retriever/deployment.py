@@ -49,10 +49,7 @@ class RetrieverDeployment:
 
     async def retrieve(self, request: GenerationRequest) -> Retrieval:
         try:
-            # Serve builds replicas synchronously; the store connects on first use, once.
-            if self._starting is None:
-                self._starting = asyncio.ensure_future(self.core.start())
-            await asyncio.shield(self._starting)
+            await self._started()
             return await self.core.retrieve(request)
         except EmbassyError:
             raise
@@ -64,10 +61,14 @@ class RetrieverDeployment:
             raise ServiceUnavailable("The document store of this region is unavailable. Please retry.",
                                      headers={"retry-after": "5"}) from None
 
-    async def erase(self, subject: str, tenant: str | None = None) -> list[dict]:
+    async def _started(self) -> None:
+        """Serve builds replicas synchronously; the store connects on first use, once."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self.core.start())
         await asyncio.shield(self._starting)
+
+    async def erase(self, subject: str, tenant: str | None = None) -> list[dict]:
+        await self._started()
         removed = await self.core.store.delete_subject(subject, tenant)
         return [{"document_id": d.document_id, "source": d.source, "chunks": d.chunks} for d in removed]
 
