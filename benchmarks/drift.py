@@ -67,7 +67,7 @@ def main() -> None:
     texts = sorted({t for ts in by_domain.values() for t in ts})
     t0 = time.perf_counter()
     index = {t: i for i, t in enumerate(texts)}
-    matrix = embed(texts, batch_size=64)
+    matrix = embed(texts)
     print(f"{len(texts)} CLINC prompts in {len(names)} domains embedded in {time.perf_counter() - t0:.0f} s")
 
     for label, confirm in (("detector (confirm=2)", 2), ("baseline (confirm=1)", 1)):

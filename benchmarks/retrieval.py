@@ -93,14 +93,14 @@ async def scale(sizes: list[int], queries: int) -> None:
     rng = random.Random(0)
     base_texts = synthetic_texts(5_000, rng)
     t0 = time.perf_counter()
-    base_vectors = embed(base_texts, batch_size=64)
+    base_vectors = embed(base_texts)
     print(f"embedded {len(base_texts)} distinct texts in {time.perf_counter() - t0:.1f} s")
     questions = [f"What does {rng.choice(COUNTRIES)} require for {rng.choice(GOODS)}?" for _ in range(queries)]
     qvecs = embed(questions)
     settings = RetrieverSettings(min_score=-1)
     from deployments.guardrail.injection import InjectionModel
 
-    screen = PassageScreen(InjectionModel.load(), embed)
+    screen = PassageScreen(InjectionModel.load(), shared_embedder().encode)
     for size in sizes:
         root = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
         try:

@@ -257,19 +257,23 @@ def guard_train_injection(
                                         help="JSON Lines of {text, label: injection|benign}; repeat for "
                                              "several (deepset_train.jsonl, models/guard/injection_extra.jsonl)."),
         target_fpr: float = typer.Option(0.05, "--target-fpr"),
-        out: Path = typer.Option(None, "--out", help="Default: models/guard/injection.json.")) -> None:
-    """Train the prompt-injection classifier and write its weights and threshold."""
+        epochs: int = typer.Option(3, "--epochs"),
+        calibrate_on: str = typer.Option("deepset_train.jsonl", "--calibrate-on",
+                                         help="File name whose benign rows set the threshold ('' for all)."),
+        out: Path = typer.Option(None, "--out", help="Default: .embassy/models/injection.")) -> None:
+    """Fine-tune the prompt-injection classifier; write it and its threshold."""
     from embassy.embeddings import shared_embedder
     from deployments.guardrail.evaluation import read_jsonl
-    from deployments.guardrail.injection import ARTIFACT, train
+    from deployments.guardrail.injection import ARTIFACT_DIR, train
     from models.prepare import sha256_file
 
-    rows = [row for path in data for row in read_jsonl(path)]
+    rows = [{**row, "source": path.name} for path in data for row in read_jsonl(path)]
     sources = {path.name: sha256_file(path) for path in data}
-    model = train(rows, shared_embedder().embed, sources, target_fpr)
-    model.save(out or ARTIFACT)
-    console.print(f"threshold {model.threshold:.4f}, cross-validated TPR {model.meta['cv_tpr_at_threshold']} "
-                  f"at FPR <= {target_fpr} -> {out or ARTIFACT}")
+    model = train(rows, shared_embedder().encode, sources, target_fpr, epochs, out=out or ARTIFACT_DIR,
+                  calibrate_on=calibrate_on or None)
+    console.print(f"threshold {model.threshold:.4f} (false positives <= {target_fpr} with 95 % confidence on "
+                  f"{model.meta['calibrated_on']}), out of fold: {json.dumps(model.meta['out_of_fold_by_source'])} "
+                  f"-> {out or ARTIFACT_DIR}")
 
 
 @eval_app.command("guard")
@@ -306,9 +310,8 @@ def eval_guard(
     elif task == "injection":
         def flagged(text: str) -> bool:
             text = normalize(text)
-            return guard.injection.validate(text, {"embedding": guard.embed_one(text),
-                                                   "threshold": settings.guardrail.injection_threshold}
-                                            ).outcome == "fail"
+            threshold = settings.guardrail.injection_threshold or guard.injection.model.threshold
+            return guard.injection_score(text) > threshold
         result = eval_binary(rows, flagged, positive="injection")
     else:
         def refused(text: str) -> bool:
@@ -331,15 +334,23 @@ def cache_train_verifier(
         max_train: int = typer.Option(None, "--max-train", help="Train on at most this many pairs."),
         epochs: int = typer.Option(3, "--epochs"),
         target_precision: float = typer.Option(0.95, "--target-precision"),
+        calibrate_only: bool = typer.Option(False, "--calibrate-only",
+                                            help="Keep the trained verifier; pick its threshold again "
+                                                 "(after the embedder changed)."),
         config: Path = ConfigOpt) -> None:
     """Fine-tune and calibrate the cache's pair verifier into the model store; writes the
     held-out part beside it as test.jsonl (for `embassy eval cache`)."""
     from deployments.cache.deployment import verifier_path
-    from deployments.cache.training import train_verifier
+    from deployments.cache.training import calibrate_verifier, train_verifier
     from embassy.embeddings import shared_embedder
 
     settings = _settings(config)
     out = verifier_path(settings)
+    if calibrate_only:
+        meta = calibrate_verifier(pairs, out, shared_embedder().embed, min_cosine=settings.cache.min_cosine,
+                                  target_precision=target_precision)
+        console.print(f"threshold {meta['threshold']:.4f} (calibration: {meta['calibration']}) -> {out}")
+        return
     with _progress_bar() as bar:
         task = bar.add_task("training the cache verifier", total=None)
         meta = train_verifier(pairs, out, shared_embedder().embed, min_cosine=settings.cache.min_cosine,

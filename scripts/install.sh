@@ -25,24 +25,54 @@ install_packages() {
   fi
 }
 
-# all-MiniLM-L6-v2 as an ONNX graph (embassy/embeddings.py): made on first use otherwise.
 # The semantic cache's pair verifier: fine-tuned once per machine from the QQP pairs in
-# ../shared/data (its weights are too big for git), and again whenever its code changes.
+# ../shared/data (its weights are too big for git), and again whenever its code changes;
+# its threshold is picked again (a minute, not a new verifier) when the embedder changes.
 train_cache_verifier() {
   local pairs=${EMBASSY_CACHE_PAIRS:-../shared/data/cache/qqp_pairs_dev.jsonl}
   local out=.embassy/models/cache-verifier
-  local code
+  local code embedder
   code="$(cat deployments/cache/training.py deployments/cache/verifier.py deployments/cache/mismatch.py \
           | sha256sum | cut -c1-16)"
-  if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ]; then
+  embedder="$(sha256sum embassy/embeddings.py | cut -c1-16)"
+  if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ] &&
+     [ "$(cat "$out/.embedder" 2>/dev/null)" = "$embedder" ]; then
     return 0
   fi
   if [ ! -f "$pairs" ]; then
     echo "cannot train the cache verifier: $pairs is missing (set EMBASSY_CACHE_PAIRS)" >&2
     exit 1
   fi
-  echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores, 3 epochs) ..."
-  HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs"
+  if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ]; then
+    echo "calibrating the semantic cache's verifier for the new embedder ..."
+    HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs" --calibrate-only
+  else
+    echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores, 3 epochs) ..."
+    HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs"
+    echo "$code" > "$out/.code"
+  fi
+  echo "$embedder" > "$out/.embedder"
+}
+
+# The guard's prompt-injection classifier: fine-tuned once per machine (about 4 minutes on
+# 2 cores) from ../shared/data and models/guard/injection_extra.jsonl, again when either,
+# its code or the embedder changes.
+train_injection_classifier() {
+  local data=${EMBASSY_INJECTION_TRAIN:-../shared/data/injection/deepset_train.jsonl}
+  local out=.embassy/models/injection
+  local code
+  code="$(cat deployments/guardrail/injection.py embassy/embeddings.py models/guard/injection_extra.jsonl "$data" \
+          2>/dev/null | sha256sum | cut -c1-16)"
+  if [ -f "$out/injection.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ]; then
+    return 0
+  fi
+  if [ ! -f "$data" ]; then
+    echo "cannot train the injection classifier: $data is missing (set EMBASSY_INJECTION_TRAIN)" >&2
+    exit 1
+  fi
+  echo "training the guard's prompt-injection classifier (once per machine; about 4 minutes on 2 cores) ..."
+  HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy guard train-injection \
+    --data "$data" --data models/guard/injection_extra.jsonl
   echo "$code" > "$out/.code"
 }
 
@@ -69,8 +99,9 @@ install_powerdns() {
   } || echo "warning: could not install PowerDNS / promtool; the tests that need them will skip" >&2
 }
 
+# all-MiniLM-L6-v2 as an int8 ONNX graph (embassy/embeddings.py): made on first use otherwise.
 export_embedder() {
-  [ -f .embassy/models/all-MiniLM-L6-v2.onnx ] && return 0
+  [ -f .embassy/models/all-MiniLM-L6-v2.trunk4.int8.onnx ] && return 0
   echo "exporting the sentence embedder to ONNX (once) ..."
   HF_HUB_OFFLINE=1 .venv/bin/python -c "from embassy.embeddings import export_onnx; export_onnx()"
 }
@@ -84,4 +115,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 install_powerdns
 export_embedder
+train_injection_classifier
 train_cache_verifier

@@ -79,10 +79,20 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
             "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
             "train_seconds": round(time.monotonic() - started, 1)}
     (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
+    with (out_dir / "test.jsonl").open("w") as f:
+        for r in parts["test"]:
+            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
+    return calibrate_verifier(pairs_file, out_dir, embed, min_cosine=min_cosine, target_precision=target_precision)
 
-    # Calibrate on pairs the verifier would see in the cache.
+
+def calibrate_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
+                       target_precision: float = 0.95) -> dict:
+    """Pick the trained verifier's threshold on the `calibrate` part, over the pairs that
+    would reach it in the cache. It depends on the embedder (the cosine gate), so a new
+    embedder needs only this, not a new verifier."""
+    meta = json.loads((out_dir / "verifier.json").read_text())
     verifier = PairVerifier(out_dir)
-    cal = parts["calibrate"]
+    cal = [r for i, r in enumerate(read_jsonl(pairs_file)) if pair_split(i) == "calibrate"]
     a = embed([r["text_a"] for r in cal])
     b = embed([r["text_b"] for r in cal])
     reach = [r for r, cos in zip(cal, (a * b).sum(1)) if cos >= min_cosine and mismatch(r["text_b"], r["text_a"]) is None]
@@ -92,10 +102,8 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
     labels = np.array([r["label"] for r in reach])
     meta["threshold"], meta["calibration"] = pick_threshold(probs, labels, int(sum(r["label"] for r in cal)),
                                                             target_precision)
+    meta.update(min_cosine=min_cosine, target_precision=target_precision)
     (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
-    with (out_dir / "test.jsonl").open("w") as f:
-        for r in parts["test"]:
-            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
     return meta
 
 

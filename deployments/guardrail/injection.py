@@ -1,16 +1,25 @@
-"""Prompt-injection and jailbreak scoring: logistic regression over a sentence embedding,
-hand-built features (instruction override, role-play framing, prompt extraction, delimiter
-and system-prompt spoofing, encoded payloads) in English and German as the training data is,
-and hashed character 3-5-grams (which carry the German and obfuscated attacks that the
-English-only embedding misses: cross-validated TPR at 5 % FPR 0.94 without them, 0.98 with).
+"""Prompt-injection and jailbreak scoring.
 
-Trained only on ../shared/data/injection/deepset_train.jsonl plus models/guard/injection_extra.jsonl,
-prompts written for Embassy's own domain (customs requests, pasted documents, and attacks
-dressed as shipment notes), without which every imperative business request looked like an
-attack to a model that had seen no customs text (`embassy guard train-injection`);
-the weights ship in models/guard/injection.json, so serving needs neither the data nor sklearn's
-training at start. The threshold is chosen on cross-validated training scores for a false
-positive rate of at most `target_fpr` there.
+The classifier reads the shared encoder's own hidden states. The first four layers of
+all-MiniLM-L6-v2 run once per prompt (the same pass embeds it for the topic check and the
+cache); a copy of the last two layers, fine-tuned for this task, reads their output; a
+logistic head takes the mean-pooled result and hand-built features (instruction override,
+role-play framing, prompt extraction, delimiter and system-prompt spoofing, encoded
+payloads) in English and German as the training data is.
+
+Why fine-tuned layers: on 113 rows written later and held out from training (attacks of
+kinds the training data lacks, and customs requests that look like attacks: "forget the
+earlier HS code, it is 8471.30"), logistic regression over the sentence embedding and hand
+features scored AUROC 0.83, with hashed character and word n-grams 0.90, the fine-tuned
+layers 0.955. They cost two encoder layers more per prompt (a third of the encoder).
+
+Trained per machine at install (`embassy guard train-injection`, about 3 minutes on 2
+cores) only on ../shared/data/injection/deepset_train.jsonl plus
+models/guard/injection_extra.jsonl, prompts written for Embassy's own domain (customs
+requests, pasted documents, attacks dressed as shipment notes, attacks in other styles
+and languages). The threshold is chosen on out-of-fold scores (each fold fine-tuned from
+the same start, scored through the same int8 graph that serves) so that the false positive
+rate stays within `target_fpr` with 95 % confidence.
 """
 
 from __future__ import annotations
@@ -20,14 +29,13 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from embassy.embeddings import onnx_session
 from embassy.settings import PROJECT_ROOT
-
-ARTIFACT = PROJECT_ROOT / "models" / "guard" / "injection.json"
 
 _I = re.IGNORECASE
 FEATURES: tuple[tuple[str, re.Pattern], ...] = (
@@ -95,79 +103,164 @@ def hand_features(text: str) -> np.ndarray:
 # No length feature: the training injections run longer than its benign prompts, and a
 # length feature learned to flag any long document (an invoice pasted in) as an attack.
 FEATURE_NAMES = [name for name, _ in FEATURES] + ["encoded_payload"]
-CHAR_NGRAM_FEATURES = 2 ** 16
-
-
-def char_ngrams():
-    """Stateless (hashed) character n-grams: nothing to store but the weights."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-
-    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=CHAR_NGRAM_FEATURES,
-                             alternate_sign=False, norm="l2", lowercase=True)
-
-
-@lru_cache(maxsize=1)
-def _hasher():
-    return char_ngrams()
-
-
-def _char_vector(text: str):
-    return _hasher().transform([text])
+ARTIFACT_DIR = PROJECT_ROOT / ".embassy" / "models" / "injection"
+HEAD_FILE, META_FILE = "head.int8.onnx", "injection.json"
+_SCALE = 10.0  # unit-length pooled vector times this: logits in a range the head learns fast
 
 
 @dataclass(frozen=True)
 class InjectionModel:
-    coef: np.ndarray  # embedding and hand features
-    char_coef: np.ndarray  # hashed character n-grams
-    intercept: float
+    session: Any  # onnxruntime session of the fine-tuned layers and the head
     threshold: float
     meta: dict
 
-    def score(self, text: str, embedding: np.ndarray) -> float:
-        x = np.concatenate([embedding, hand_features(text)])
-        chars = _char_vector(text)
-        z = x @ self.coef + float(chars.data @ self.char_coef[chars.indices]) + self.intercept
-        return float(1.0 / (1.0 + np.exp(-z)))
+    def score(self, text: str, trunk: np.ndarray) -> float:
+        """Probability that `text` is an injection; `trunk` is its hidden state from
+        `Embedder.encode` (the shared encoder's first layers)."""
+        logit = self.session.run(None, {"trunk": trunk[None].astype(np.float32),
+                                        "hand": hand_features(text)[None]})[0]
+        return float(1.0 / (1.0 + np.exp(-float(logit.reshape(-1)[0]))))
 
     @classmethod
-    def load(cls, path: Path = ARTIFACT) -> "InjectionModel":
-        data = json.loads(path.read_text())
-        char_coef = np.zeros(CHAR_NGRAM_FEATURES, dtype=np.float32)
-        for index, value in data["char_coef"].items():
-            char_coef[int(index)] = value
-        return cls(np.asarray(data["coef"], dtype=np.float32), char_coef, float(data["intercept"]),
-                   float(data["threshold"]), data["meta"])
-
-    def save(self, path: Path = ARTIFACT) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Only n-gram buckets seen in training have weights; the rest stay zero.
-        sparse = {str(i): round(float(v), 5) for i, v in enumerate(self.char_coef) if abs(v) >= 1e-5}
-        path.write_text(json.dumps({"coef": [round(float(c), 6) for c in self.coef], "char_coef": sparse,
-                                    "intercept": self.intercept, "threshold": self.threshold,
-                                    "meta": self.meta}) + "\n")
+    def load(cls, folder: Path = ARTIFACT_DIR) -> "InjectionModel":
+        if not (folder / META_FILE).exists():
+            raise FileNotFoundError(f"no injection classifier in {folder}: run `embassy guard train-injection` "
+                                    "(scripts/install.sh does)")
+        meta = json.loads((folder / META_FILE).read_text())
+        return cls(onnx_session(folder / HEAD_FILE), float(meta["threshold"]), meta)
 
 
-def train(rows: list[dict], embed, sources: dict[str, str], target_fpr: float = 0.05) -> InjectionModel:
-    """Fit on labelled rows ({"text", "label": "injection"|"benign"}); choose the threshold
-    on 5-fold cross-validated scores so that at most `target_fpr` of benign rows are flagged."""
-    import scipy.sparse as sp
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def _head_module():
+    """The trainable part: copies of the encoder's layers after the trunk, and the head."""
+    import copy
+
+    import torch
+    from transformers import AutoModel
+
+    from embassy.embeddings import TRUNK_LAYERS, model_path
+
+    encoder = AutoModel.from_pretrained(str(model_path()), local_files_only=True, attn_implementation="eager")
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(copy.deepcopy(encoder.encoder.layer[TRUNK_LAYERS:]))
+            self.out = torch.nn.Linear(384 + len(FEATURE_NAMES), 1)
+
+        def forward(self, trunk, hand, mask=None):
+            additive = None if mask is None else (1.0 - mask[:, None, None, :]) * -1e4
+            h = trunk
+            for layer in self.layers:
+                h = layer(h, additive)
+            pooled = h.mean(1) if mask is None else (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1) * _SCALE
+            return self.out(torch.cat([pooled, hand], -1)).squeeze(-1)
+
+    return Head()
+
+
+def _fit(trunks: list[np.ndarray], hand: np.ndarray, y: np.ndarray, rows: np.ndarray, epochs: int, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    head = _head_module()
+    params = [{"params": head.layers.parameters(), "lr": 4e-5}, {"params": head.out.parameters(), "lr": 1e-3}]
+    opt = torch.optim.AdamW(params, weight_decay=0.01)
+    target = torch.tensor(y, dtype=torch.float32)
+    pos_weight = (target[rows] == 0).sum() / (target[rows] == 1).sum()  # classes weighted equally
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        head.train()
+        order = rng.permutation(rows)
+        for start in range(0, len(order), 16):
+            batch = order[start:start + 16]
+            width = max(len(trunks[i]) for i in batch)
+            x = torch.zeros((len(batch), width, 384))
+            mask = torch.zeros((len(batch), width))
+            for j, i in enumerate(batch):
+                x[j, :len(trunks[i])] = torch.from_numpy(trunks[i])
+                mask[j, :len(trunks[i])] = 1
+            logits = head(x, torch.from_numpy(hand[batch]), mask)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[batch], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return head.eval()
+
+
+def _export(head, target: Path) -> Path:
+    """ONNX (one text, no padding, as it serves), then int8 like the encoder."""
+    import tempfile
+
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        plain = Path(tmp) / "head.onnx"
+        example = (torch.zeros((1, 5, 384)), torch.zeros((1, len(FEATURE_NAMES))))
+        with torch.no_grad():
+            torch.onnx.export(head, example, str(plain), input_names=["trunk", "hand"], output_names=["logit"],
+                              opset_version=17, dynamo=False, dynamic_axes={"trunk": {1: "tokens"}})
+        quantize_dynamic(str(plain), str(Path(tmp) / target.name), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        (Path(tmp) / target.name).replace(target)
+    return target
+
+
+def calibrated_threshold(benign_scores: np.ndarray, target_fpr: float, confidence: float = 0.95) -> float:
+    """The lowest threshold at which the false positive rate, judged from these benign
+    scores, stays within `target_fpr` with `confidence` (one-sided Clopper-Pearson bound).
+    Calibrating at the target itself exceeds it on new data about half the time (the first
+    model calibrated that way flagged 3 of 56 benign test prompts, 5.4 %)."""
+    from scipy.stats import beta
+
+    ranked = np.sort(benign_scores)[::-1]
+    n, flagged = len(ranked), 0
+    while flagged + 1 < n and beta.ppf(confidence, flagged + 2, n - flagged - 1) <= target_fpr:
+        flagged += 1  # one more benign score may lie above the threshold
+    return float(ranked[flagged])
+
+
+def train(rows: list[dict], encode, sources: dict[str, str], target_fpr: float = 0.05, epochs: int = 3,
+          folds: int = 5, seed: int = 0, out: Path = ARTIFACT_DIR, calibrate_on: str | None = None) -> InjectionModel:
+    """Fine-tune on labelled rows ({"text", "label": "injection"|"benign", "source"}) and
+    write the model to `out`, with a threshold from out-of-fold scores
+    (`calibrated_threshold`) of the benign rows from `calibrate_on` (a source; all when None).
+
+    Calibrate on rows like the traffic to expect: written near-misses ("forget the earlier
+    HS code") are there to teach the model the boundary, and being hard by design they
+    would set the operating point for rarer prompts than most traffic holds. The meta
+    reports the out-of-fold rates per source at the chosen threshold."""
+    from sklearn.model_selection import StratifiedKFold
 
     texts = [r["text"] for r in rows]
     y = np.asarray([r["label"] == "injection" for r in rows], dtype=int)
-    dense = np.hstack([embed(texts), np.vstack([hand_features(t) for t in texts])])
-    x = sp.hstack([sp.csr_matrix(dense), char_ngrams().transform(texts)]).tocsr()
-    clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
-    cv = cross_val_predict(clf, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
-                           method="predict_proba")[:, 1]
-    benign = np.sort(cv[y == 0])
-    threshold = float(benign[int(np.ceil((1 - target_fpr) * len(benign))) - 1])
-    cv_tpr = float((cv[y == 1] > threshold).mean())
-    clf.fit(x, y)
-    meta = {"embedder": "all-MiniLM-L6-v2", "features": FEATURE_NAMES,
-            "char_ngrams": "char_wb 3-5, 2**16 hashed", "train_rows": len(rows), "train_sha256": sources,
-            "target_fpr": target_fpr, "cv_tpr_at_threshold": round(cv_tpr, 4)}
-    coef = clf.coef_[0].astype(np.float32)
-    return InjectionModel(coef[:dense.shape[1]], coef[dense.shape[1]:], float(clf.intercept_[0]), threshold, meta)
+    _, trunks = encode(texts)  # from the int8 graph that serves: trained on what it will read
+    hand = np.vstack([hand_features(t) for t in texts])
 
+    def scores(head, which) -> np.ndarray:
+        model = InjectionModel(onnx_session(_export(head, out / f"fold.{HEAD_FILE}")), 0.0, {})
+        return np.asarray([model.score(texts[i], trunks[i]) for i in which])
+
+    oof = np.zeros(len(rows))
+    for fit_rows, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y):
+        oof[held] = scores(_fit(trunks, hand, y, fit_rows, epochs, seed), held)
+    (out / f"fold.{HEAD_FILE}").unlink()
+    source = np.asarray([r.get("source", "") for r in rows])
+    calibration = (y == 0) & ((source == calibrate_on) if calibrate_on else True)
+    threshold = calibrated_threshold(oof[calibration], target_fpr)
+    per_source = {name: {"tpr": round(float((oof[(source == name) & (y == 1)] > threshold).mean()), 4)
+                         if ((source == name) & (y == 1)).any() else None,
+                         "fpr": round(float((oof[(source == name) & (y == 0)] > threshold).mean()), 4)
+                         if ((source == name) & (y == 0)).any() else None}
+                  for name in sorted(set(source))}
+    _export(_fit(trunks, hand, y, np.arange(len(rows)), epochs, seed), out / HEAD_FILE)
+    meta = {"encoder": "all-MiniLM-L6-v2, last 2 of 6 layers fine-tuned", "features": FEATURE_NAMES,
+            "threshold": threshold, "train_rows": len(rows), "train_sha256": sources, "epochs": epochs,
+            "target_fpr": target_fpr, "calibrated_on": calibrate_on or "all benign rows",
+            "out_of_fold_tpr_at_threshold": round(float((oof[y == 1] > threshold).mean()), 4),
+            "out_of_fold_by_source": per_source}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    return InjectionModel.load(out)

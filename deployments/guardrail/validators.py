@@ -75,14 +75,15 @@ class PiiValidator(Validator):
 @register_validator(name="embassy/prompt_injection", data_type="string")
 class PromptInjectionValidator(Validator):
     """Fails when the injection score of the text reaches the threshold.
-    metadata: `embedding` (the text's embedding, shared with the topic check), `threshold`."""
+    metadata: `trunk` (the text's hidden state from the shared encoder pass that also
+    embeds it for the topic check), `threshold`."""
 
     def __init__(self, model, on_fail: Any = None) -> None:
         super().__init__(on_fail=on_fail)
         self.model = model
 
     def _validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
-        score = self.model.score(value, metadata["embedding"])
+        score = self.model.score(value, metadata["trunk"])
         threshold = metadata.get("threshold") or self.model.threshold
         if score > threshold:  # as calibrated: the threshold is the highest benign score kept
             return FailResult(error_message="prompt injection", metadata={"score": score})

@@ -38,7 +38,7 @@ def build_retriever(settings: EmbassySettings) -> CorpusRetriever:
 
         reranker = CrossEncoder(str(settings.resolve(r.rerank_model)), device="cpu", local_files_only=True)
     embed = shared_embedder().embed
-    screen = PassageScreen(InjectionModel.load(), embed, r.injection_threshold) if r.screen_injection else None
+    screen = PassageScreen(InjectionModel.load(), shared_embedder().encode, r.injection_threshold) if r.screen_injection else None
     return CorpusRetriever(open_store(settings), embed, r, screen, reranker)
 
 

@@ -28,9 +28,9 @@ _CONTROL = re.compile(r"<\|[A-Za-z_]{2,20}\|>|\[/?INST\]|<</?SYS>>")
 
 
 class PassageScreen:
-    def __init__(self, model, embed: Callable, threshold: float | None = None) -> None:
+    def __init__(self, model, encode: Callable, threshold: float | None = None) -> None:
         self.model = model
-        self.embed = embed
+        self.encode = encode
         self.threshold = threshold or model.threshold
 
     def screen(self, text: str) -> tuple[str, int]:
@@ -41,9 +41,9 @@ class PassageScreen:
         suspects = [(a, b) for a, b in spans if hand_features(text[a:b])[_ATTACK_INDEX].any()]
         if not suspects:
             return text, min(controls, 1)
-        vectors = self.embed([text[a:b] for a, b in suspects])
-        flagged = [(a, b) for (a, b), v in zip(suspects, vectors)
-                   if self.model.score(text[a:b], v) > self.threshold]
+        _, trunks = self.encode([text[a:b] for a, b in suspects])
+        flagged = [(a, b) for (a, b), h in zip(suspects, trunks)
+                   if self.model.score(text[a:b], h) > self.threshold]
         out, pos = [], 0
         for a, b in flagged:
             out += [text[pos:a], REMOVED, "\n" if text[a:b].endswith("\n") else " "]

@@ -80,3 +80,22 @@ def test_same_value_same_placeholder_and_round_trip(detector):
     again = Redaction.from_mapping(redaction.mapping)
     assert again.restore("Dear <PERSON_1>, we wrote to <EMAIL_1>.") == "Dear Bob Smith, we wrote to jane@example.com."
     assert again.restore("<PERSON_9> is unknown") == "<PERSON_9> is unknown"
+
+
+def test_ner_reads_only_the_sentences_that_could_name_someone():
+    from deployments.guardrail.pii import _ner_spans
+
+    text = ("It lists 240 cartons under HS 6109.10. The consignee is Mr. J. Smith in Hamburg. "
+            "Payment went out on Tuesday. the contact is lena andersson. The value is EUR 48,000.")
+    spans = _ner_spans(text)
+    read = [t for _, t in spans]
+    assert all(text[o:o + len(t)] == t for o, t in spans)  # offsets point back into the text
+    # "Mr. J." does not end a sentence; lower-case names from the name lists still count.
+    assert [t.strip() for t in read] == ["The consignee is Mr. J. Smith in Hamburg.", "the contact is lena andersson."]
+
+
+def test_a_name_late_in_a_long_request_is_found_with_its_offsets(detector):
+    text = ("Please check the invoice for 240 cartons of cotton shirts. The declared value is EUR 48,000. "
+            "Which documents are still missing for import clearance? Contact Maria Gonzalez about it.")
+    names = [f for f in detector.find(text) if f.type == "PERSON"]
+    assert [text[f.start:f.end] for f in names] == ["Maria Gonzalez"]

@@ -15,7 +15,7 @@ from embassy.graph_types import GenerationRequest, Message, Passage, RequestCont
 def screen():
     from embassy.embeddings import shared_embedder
 
-    return PassageScreen(InjectionModel.load(), shared_embedder().embed)
+    return PassageScreen(InjectionModel.load(), shared_embedder().encode)
 
 
 def test_instructions_hidden_in_a_document_are_removed_and_the_rest_kept(screen):
