@@ -56,11 +56,28 @@ def ask(client: httpx.Client, url: str, text: str, headers: dict | None = None) 
     return elapsed, r.json()
 
 
+def warm_cache(client: httpx.Client, url: str) -> None:
+    """Let the cache make its index and its first Redis round trips before anything is
+    measured: on a host still busy with start-up, the first call can miss its 50 ms
+    deadline, and the cache then stays bypassed for `cache.retry_after_s`."""
+    for attempt in range(10):
+        _, body = ask(client, url, f"Warm-up {attempt}: what is a packing list?")
+        if body["embassy"]["cache"]["status"] != "bypass":
+            return
+        time.sleep(1.5)
+    sys.exit(f"the cache stayed bypassed through warm-up: {body['embassy']['cache']}")
+
+
 def hit_vs_miss(client: httpx.Client, url: str, n: int) -> dict:
-    misses, hits, stages, not_stored = [], [], [], 0
+    misses, hits, stages, not_stored, bypassed = [], [], [], 0, 0
     for i in range(n):
         text = f"Which documents does an import of {GOODS[i % len(GOODS)]} under reference {1000 + i} need?"
-        ms, body = ask(client, url, text)
+        for _ in range(5):  # a Redis call past its deadline bypasses the cache for a second: counted, asked again
+            ms, body = ask(client, url, text)
+            if body["embassy"]["cache"]["status"] != "bypass":
+                break
+            bypassed += 1
+            time.sleep(1.2)
         assert body["embassy"]["cache"]["status"] == "miss", body["embassy"]["cache"]
         misses.append(ms)
         for _ in range(20):  # the answer is stored off the response's path
@@ -73,7 +90,7 @@ def hit_vs_miss(client: httpx.Client, url: str, n: int) -> dict:
         else:
             not_stored += 1  # e.g. the output guard filtered the answer: never cached
     stage_p50 = {k: round(statistics.median(t.get(k, 0.0) for t in stages), 2) for k in stages[0]}
-    return {"n": n, "not_stored": not_stored,
+    return {"n": n, "not_stored": not_stored, "bypassed": bypassed,
             "miss_ms": {"p50": round(statistics.median(misses), 1), "p99": round(percentile(misses, 99), 1)},
             "hit_ms": {"p50": round(statistics.median(hits), 1), "p99": round(percentile(hits, 99), 1)},
             "hit_stage_p50_ms": stage_p50,
@@ -141,6 +158,7 @@ def main() -> None:
         url = f"{state.url}/v1/chat/completions"
         with httpx.Client(timeout=120, headers=headers) as client:
             ask(client, url, "Warm-up: what is a bill of lading?", NO_CACHE)
+            warm_cache(client, url)
             result = {"hit_vs_miss": hit_vs_miss(client, url, args.prompts)}
             if args.workload:
                 texts = workload(pairs, args.workload)

@@ -11,15 +11,15 @@ Why fine-tuned layers: on 113 rows written later and held out from training (att
 kinds the training data lacks, and customs requests that look like attacks: "forget the
 earlier HS code, it is 8471.30"), logistic regression over the sentence embedding and hand
 features scored AUROC 0.83, with hashed character and word n-grams 0.90, the fine-tuned
-layers 0.955. They cost two encoder layers more per prompt (a third of the encoder).
+layers alone 0.955. They cost two encoder layers more per prompt (2.6 ms for 200 tokens).
 
-Trained per machine at install (`embassy guard train-injection`, about 3 minutes on 2
+Trained per machine at install (`embassy guard train-injection`, about 4 minutes on 2
 cores) only on ../shared/data/injection/deepset_train.jsonl plus
 models/guard/injection_extra.jsonl, prompts written for Embassy's own domain (customs
 requests, pasted documents, attacks dressed as shipment notes, attacks in other styles
 and languages). The threshold is chosen on out-of-fold scores (each fold fine-tuned from
 the same start, scored through the same int8 graph that serves) so that the false positive
-rate stays within `target_fpr` with 95 % confidence.
+rate on deepset_train's benign prompts stays within `target_fpr` with 95 % confidence.
 """
 
 from __future__ import annotations
