@@ -285,17 +285,20 @@ def _may_name_someone(sentence: str) -> bool:
     """Whether a sentence has a capitalised word that could be part of a name: spaCy's small
     model finds PERSON entities by their capitals, so a sentence without one (or with only an
     ordinary word opening it, a country, a month, an acronym) is not worth its NER pass."""
-    for n, m in enumerate(_CAPITALISED.finditer(sentence)):
+    for m in _CAPITALISED.finditer(sentence):
         word = m.group(0)
         if word in _CALENDAR or word in _countries():
             continue
         opening = not sentence[:m.start()].strip(" \t\"'“(")
-        if opening and word.lower() in _vocab() and word not in _first_names() and word not in _rare_last_names():
+        if opening and word.lower() in _vocab() and not _listed_name(word):
             continue
         return True
     # spaCy also finds some names written in lower case ("my name is lena andersson").
-    return any(m.group(0).capitalize() in _first_names() or m.group(0).capitalize() in _rare_last_names()
-               for m in _LOWER_WORD.finditer(sentence))
+    return any(_listed_name(m.group(0).capitalize()) for m in _LOWER_WORD.finditer(sentence))
+
+
+def _listed_name(word: str) -> bool:
+    return word in _first_names() or word in _rare_last_names()
 
 
 def _ner_spans(text: str) -> list[tuple[int, str]]:
