@@ -26,17 +26,19 @@ install_packages() {
 }
 
 # The semantic cache's pair verifier: fine-tuned once per machine from the QQP pairs in
-# ../shared/data (its weights are too big for git), and again whenever its code changes;
-# its threshold is picked again (a minute, not a new verifier) when the embedder changes.
+# ../shared/data (its weights are too big for git), and again whenever its training code
+# changes; its threshold is picked again (a minute, not a new verifier) when anything the
+# threshold depends on changes: the embedder and the cosine gate (settings), the rules, the
+# scoring.
 train_cache_verifier() {
   local pairs=${EMBASSY_CACHE_PAIRS:-../shared/data/cache/qqp_pairs_dev.jsonl}
   local out=.embassy/models/cache-verifier
-  local code embedder
-  code="$(cat deployments/cache/training.py deployments/cache/verifier.py deployments/cache/mismatch.py \
-          | sha256sum | cut -c1-16)"
-  embedder="$(sha256sum embassy/embeddings.py | cut -c1-16)"
+  local code calibration
+  code="$(sha256sum deployments/cache/training.py | cut -c1-16)"
+  calibration="$(cat embassy/embeddings.py embassy/settings.py deployments/cache/verifier.py \
+                 deployments/cache/mismatch.py | sha256sum | cut -c1-16)"
   if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ] &&
-     [ "$(cat "$out/.embedder" 2>/dev/null)" = "$embedder" ]; then
+     [ "$(cat "$out/.calibration" 2>/dev/null)" = "$calibration" ]; then
     return 0
   fi
   if [ ! -f "$pairs" ]; then
@@ -44,14 +46,14 @@ train_cache_verifier() {
     exit 1
   fi
   if [ -f "$out/verifier.json" ] && [ "$(cat "$out/.code" 2>/dev/null)" = "$code" ]; then
-    echo "calibrating the semantic cache's verifier for the new embedder ..."
+    echo "calibrating the semantic cache's verifier (embedder, settings, rules or scoring changed) ..."
     HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs" --calibrate-only
   else
-    echo "training the semantic cache's verifier (once per machine; about 20 minutes on 2 cores, 3 epochs) ..."
+    echo "training the semantic cache's verifier (once per machine; about 30 minutes on 2 cores) ..."
     HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error .venv/bin/embassy cache train-verifier --pairs "$pairs"
     echo "$code" > "$out/.code"
   fi
-  echo "$embedder" > "$out/.embedder"
+  echo "$calibration" > "$out/.calibration"
 }
 
 # The guard's prompt-injection classifier: fine-tuned once per machine (about 4 minutes on

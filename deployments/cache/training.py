@@ -27,9 +27,28 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
-                   max_train: int | None = None, epochs: int = 3, batch_size: int = 32, lr: float = 4e-5,
-                   seed: int = 0, progress: Progress = lambda *a: None) -> dict:
+                   max_train: int | None = None, epochs: int = 3, seed: int = 0,
+                   progress: Progress = lambda *a: None) -> dict:
     """Train, calibrate, save to `out_dir` (model, tokenizer, verifier.json, test.jsonl)."""
+    parts = {"train": [], "calibrate": [], "test": []}
+    for i, r in enumerate(read_jsonl(pairs_file)):
+        parts[pair_split(i)].append(r)
+    started = time.monotonic()
+    rows = train_model(parts["train"], out_dir, seed=seed, epochs=epochs, max_train=max_train, progress=progress)
+    meta = {"threshold": 0.5, "pairs_file_sha256": sha256_file(pairs_file), "train_rows": rows,
+            "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
+            "train_seconds": round(time.monotonic() - started, 1)}
+    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
+    with (out_dir / "test.jsonl").open("w") as f:
+        for r in parts["test"]:
+            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
+    return calibrate_verifier(pairs_file, out_dir, embed, min_cosine=min_cosine, target_precision=target_precision)
+
+
+def train_model(labelled: list[dict], out: Path, *, seed: int, epochs: int = 3, max_train: int | None = None,
+                batch_size: int = 32, lr: float = 4e-5, progress: Progress = lambda *a: None) -> int:
+    """Fine-tune one cross-encoder (one logit: same question or not) on `labelled` and the
+    pairs they imply; save model and tokenizer to `out`. Returns the number of pairs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -38,12 +57,10 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
 
     random.seed(seed)
     torch.manual_seed(seed)
-    parts = {"train": [], "calibrate": [], "test": []}
-    for i, r in enumerate(read_jsonl(pairs_file)):
-        parts[pair_split(i)].append(r)
-    train = parts["train"]
+    train = list(labelled)
     random.shuffle(train)
     train = train[:max_train] if max_train else train
+    train = implied_pairs(train, random.Random(seed))
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(str(model_path()), num_labels=1,
@@ -57,12 +74,15 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))))
-    started = time.monotonic()
     model.train()
     for epoch in range(epochs):
         random.shuffle(batches)
         for i, batch in enumerate(batches):
-            enc = tokenizer([r["text_a"] for r in batch], [r["text_b"] for r in batch], padding=True,
+            # Either order, at random: the cache asks (new, stored), and a pair means the same
+            # either way round.
+            pairs = [(r["text_a"], r["text_b"]) if random.random() < 0.5 else (r["text_b"], r["text_a"])
+                     for r in batch]
+            enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
                             truncation=True, max_length=MAX_PAIR_TOKENS, return_tensors="pt")
             logits = model(**enc).logits.squeeze(-1)
             labels = torch.tensor([float(r["label"]) for r in batch])
@@ -72,17 +92,55 @@ def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
             schedule.step()
             optimizer.zero_grad()
             progress("train", epoch * len(batches) + i + 1, steps)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    meta = {"threshold": 0.5, "pairs_file_sha256": sha256_file(pairs_file), "train_rows": len(train),
-            "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
-            "train_seconds": round(time.monotonic() - started, 1)}
-    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
-    with (out_dir / "test.jsonl").open("w") as f:
-        for r in parts["test"]:
-            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
-    return calibrate_verifier(pairs_file, out_dir, embed, min_cosine=min_cosine, target_precision=target_precision)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return len(train)
+
+
+def implied_pairs(rows: list[dict], rng: random.Random, per_question: int = 2) -> list[dict]:
+    """`rows` plus the pairs their labels imply: "same question" is transitive, so questions
+    linked by label-1 pairs form groups; two questions of one group are the same question,
+    and a question labelled different from one member is different from the others. The
+    amount of labelled data is what limits the verifier: on the QQP training part this adds
+    about 4,000 pairs to 24,343. Large groups would crowd out the rest (QQP has one of 69
+    paraphrases of a single question), so each question adds at most `per_question` pairs
+    of each kind."""
+    parent: dict[str, str] = {}
+
+    def root(q: str) -> str:
+        parent.setdefault(q, q)
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    for r in rows:
+        if r["label"] == 1:
+            parent[root(r["text_a"])] = root(r["text_b"])
+    groups: dict[str, list[str]] = {}
+    for q in sorted(parent):
+        groups.setdefault(root(q), []).append(q)
+    seen = {frozenset((r["text_a"], r["text_b"])) for r in rows}
+    extra = []
+
+    def add(a: str, b: str, label: int) -> None:
+        key = frozenset((a, b))
+        if a != b and key not in seen:
+            seen.add(key)
+            extra.append({"text_a": a, "text_b": b, "label": label})
+
+    for members in groups.values():
+        for q in members:
+            for other in rng.sample(members, min(per_question + 1, len(members))):
+                add(q, other, 1)
+    for r in rows:
+        if r["label"] == 0 and root(r["text_a"]) != root(r["text_b"]):
+            for q, other in ((r["text_a"], r["text_b"]), (r["text_b"], r["text_a"])):
+                group = groups.get(root(q), [q])
+                for member in rng.sample(group, min(per_question, len(group))):
+                    add(member, other, 0)
+    return rows + extra
 
 
 def calibrate_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,

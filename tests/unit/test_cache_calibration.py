@@ -28,3 +28,23 @@ def test_calibrate_only_picks_a_new_threshold_and_keeps_the_weights(tmp_path):
     assert meta["target_precision"] == 0.9 and meta["calibration"].get("pairs", 0) <= len(calibration_rows)
     assert json.loads((tmp_path / "verifier.json").read_text())["threshold"] == meta["threshold"]
     assert meta["train_rows"] == before["train_rows"] and (tmp_path / "model.safetensors").is_symlink()
+
+
+@pytest.mark.skipif(not (TRAINED / "verifier.json").exists(), reason="run `make install` (it trains the verifier)")
+def test_the_verifier_scores_a_pair_the_same_either_way_round():
+    from deployments.cache.verifier import PairVerifier
+
+    verifier = PairVerifier(TRAINED)
+    a = ["How do I get an EORI number?", "What is the duty on coffee?"]
+    b = ["How can I obtain an EORI number?", "Which documents do I need to export wine?"]
+    forward, backward = verifier.probabilities(a, b), verifier.probabilities(b, a)
+    assert forward == pytest.approx(backward, abs=1e-6)
+    assert forward[0] > 0.5 > forward[1]  # a paraphrase scores high, another question low
+
+
+def test_a_folder_without_a_trained_model_is_a_clear_error(tmp_path):
+    from deployments.cache.verifier import PairVerifier
+
+    (tmp_path / "verifier.json").write_text(json.dumps({"threshold": 0.9}))
+    with pytest.raises(FileNotFoundError, match="embassy cache train-verifier"):
+        PairVerifier(tmp_path)
