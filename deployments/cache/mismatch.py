@@ -27,7 +27,7 @@ _FUNCTION_WORDS = {"i", "i'm", "is", "are", "what", "how", "why", "which", "who"
                    "in", "of", "for", "to", "do", "does", "can", "my", "it", "best"}
 _NEGATIONS = {"not", "no", "never", "without", "cannot", "nor", "none", "neither", "nothing", "unless"}
 # Set phrases with a negation that does not negate the question ("Why or why not?").
-_IDIOMS = re.compile(r"\b(?:why or why not|or not|if not|whether or not|no matter|little to no|no longer)\b")
+_IDIOMS = re.compile(r"\b(?:why or why not|or not|if not|whether or not|no matter|little to no)\b")
 # Opposites: a pair differs when one text has one side only and the other the other side only.
 _OPPOSITES = [("import", "export"), ("imports", "exports"), ("importing", "exporting"),
               ("imported", "exported"), ("importer", "exporter"), ("to", "from"), ("into", "out"),
@@ -91,12 +91,12 @@ def _same_frame(a: set[str], b: set[str]) -> bool:
 
 
 def _initials(names: list[str]) -> set[str]:
-    """Acronyms of consecutive names ("United States" -> "us", "u.s"), so that "US" and
-    "United States of America" count as one name."""
+    """Acronyms of consecutive names, in comparable form ("United States" -> "us" -> "usa"),
+    so that "US" and "United States" count as one name."""
     out = set()
     for i in range(len(names)):
         for j in range(i + 2, min(len(names), i + 5) + 1):
-            out.add("".join(n[0] for n in names[i:j]))
+            out.add(_name_key("".join(n[0] for n in names[i:j])))
     return out
 
 
@@ -104,7 +104,7 @@ def mismatch(query: str, candidate: str) -> str | None:
     """The reason the two questions differ in meaning, or None when no rule objects."""
     a, b = _words(query), _words(candidate)
     na_, nb_ = _numbers(query, a), _numbers(candidate, b)
-    if na_ != nb_ and (na_ and nb_ or len(na_ | nb_) > 1):
+    if na_ != nb_ and (bool(na_ and nb_) or len(na_ | nb_) > 1):
         # One bare number added ("in 2017", "top 10") is a detail; anything else changes the ask.
         return "numbers or codes differ"
     if _negated(query) != _negated(candidate):

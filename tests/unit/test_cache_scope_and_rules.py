@@ -59,6 +59,7 @@ def test_hot_sampling_and_a_trailing_assistant_turn_are_uncacheable():
     ("What are the advantages of bonded warehouses?", "What are the disadvantages of bonded warehouses?",
      "direction"),
     ("Duty on 2 pallets of 100 kg?", "Duty on pallets?", "numbers"),  # more than one detail added
+    ("Do I still need an EORI number?", "Do I no longer need an EORI number?", "negation"),
 ])
 def test_meaning_changes_are_vetoed(a, b, why):
     reason = mismatch(a, b)
@@ -74,6 +75,7 @@ def test_meaning_changes_are_vetoed(a, b, why):
     ("Is the 1,000 EUR limit per parcel?", "Is the 1000EUR limit per parcel?"),
     ("Can I send a thousand parcels?", "Can I send 1000 parcels?"),
     ("Do US customs accept e-invoices?", "Does America's customs accept e-invoices?"),
+    ("Do US customs accept e-invoices?", "Do United States customs accept e-invoices?"),
     ("Should we switch to the new NCTS Phase?", "Should we switch to the new NCTS phases? Why or why not?"),
     # a detail added is the classifier's to weigh, not a rule's
     ("Which documents do I need for a job in Canada from India?", "Which documents do I need for a job in Canada?"),
