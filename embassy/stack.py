@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -72,10 +73,45 @@ def serve_environment(settings: EmbassySettings) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + 1)}
 
 
+# Above Ray's default worker ports (10002-19999), which another Ray on the machine may use.
+_PORT_FLOOR = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now, that nothing on the machine takes by chance before it is bound.
+
+    Why not bind port 0: the OS picks that from the ephemeral range, which every outgoing
+    connection and every Ray worker (worker ports 0) also draws from, so a port chosen for a
+    second stack before the first one starts can be taken by the first's workers (seen in
+    CI: the two-regions test). Ports below that range are only ever taken on purpose.
+    """
+    low, _ = _ephemeral_ports()
+    if low - _PORT_FLOOR < 1000:  # an unusual range: fall back to the OS's pick
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(_PORT_FLOOR, low)
+        if port in _handed_out:  # not bound yet by whoever asked for it
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} between {_PORT_FLOOR} and {low}")
 
 
 @dataclass

@@ -42,3 +42,14 @@ def test_a_busy_port_is_reported_before_anything_starts(tmp_path):
         port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"port {port}"):
             stack._wait_until_port_free("127.0.0.1", port, wait_s=0.5)
+
+
+def test_free_ports_stay_out_of_the_range_the_os_hands_to_workers_and_clients():
+    low, _ = stack._ephemeral_ports()
+    ports = [stack.free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(stack._PORT_FLOOR <= p < low for p in ports)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # free when handed out
