@@ -17,15 +17,21 @@ import re
 from functools import lru_cache
 
 _WORD = re.compile(r"[\w<>.'’-]+", re.UNICODE)
-# A number: its digits, with thousands separators dropped ("1,000" = "1000"), so that
-# "Rs.1000", "1000rs" and "1000" agree; codes keep their digit groups (8471.30, EUR1 -> 1).
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_NUMBER_WORDS = {"two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+# A number: its digits, with thousands separators dropped ("1,000" = "1000", but "500,1000"
+# is two numbers) and "k" for thousand ("15k" = "15000"), so that "Rs.1000", "1000rs" and
+# "1000" agree; codes keep their digit groups (8471.30, EUR1 -> 1).
+_NUMBER = re.compile(r"(\d+(?:,\d{3}(?!\d))*(?:\.\d+)*)(k\b)?", re.IGNORECASE)
+# Upper-case Roman numerals from 2 ("World War II"); "I", "V" and "X" are too often words.
+_ROMAN = {"II": "2", "III": "3", "IV": "4", "VI": "6", "VII": "7", "VIII": "8", "IX": "9", "XI": "11", "XII": "12"}
+_NUMBER_WORDS = {"first": "1", "third": "3", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
                  "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30",
                  "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000"}
 _FUNCTION_WORDS = {"i", "i'm", "is", "are", "what", "how", "why", "which", "who", "the", "a", "an", "and", "or",
                    "in", "of", "for", "to", "do", "does", "can", "my", "it", "best"}
-_NEGATIONS = {"not", "no", "never", "without", "cannot", "nor", "none", "neither", "nothing", "unless"}
+_NEGATIONS = {"not", "no", "never", "without", "cannot", "nor", "none", "neither", "nothing", "unless",
+              # Contractions typed without the apostrophe.
+              "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt",
+              "shouldnt", "couldnt", "havent", "hasnt", "hadnt"}
 # Set phrases with a negation that does not negate the question ("Why or why not?").
 _IDIOMS = re.compile(r"\b(?:why or why not|or not|if not|whether or not|no matter|little to no)\b")
 # Opposites: a pair differs when one text has one side only and the other the other side only.
@@ -63,9 +69,15 @@ def _names(text: str) -> list[str]:
     return [_name_key(w) for w in raw if w[:1].isupper() and w.lower() not in _FUNCTION_WORDS]
 
 
+def _number(digits: str, thousands: str) -> str:
+    n = digits.replace(",", "")
+    return str(int(float(n) * 1000)) if thousands and n.replace(".", "", 1).isdigit() else n
+
+
 def _numbers(text: str, words: list[str]) -> frozenset[str]:
-    return frozenset({n.replace(",", "") for n in _NUMBER.findall(text)} |
-                     {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS})
+    return frozenset({_number(d, k) for d, k in _NUMBER.findall(text)} |
+                     {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS} |
+                     {_ROMAN[w] for w in re.findall(r"\b[IVX]+\b", text) if w in _ROMAN})
 
 
 def _negated(text: str) -> bool:

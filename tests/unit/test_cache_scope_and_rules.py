@@ -60,6 +60,10 @@ def test_hot_sampling_and_a_trailing_assistant_turn_are_uncacheable():
      "direction"),
     ("Duty on 2 pallets of 100 kg?", "Duty on pallets?", "numbers"),  # more than one detail added
     ("Do I still need an EORI number?", "Do I no longer need an EORI number?", "negation"),
+    ("Do I need a licence for textiles?", "Dont I need a licence for textiles?", "negation"),
+    ("Which laptop is best under 15k?", "Which laptop is best under 150000?", "numbers"),
+    ("What was the cause of World War II?", "What was the cause of World War 3?", "numbers"),
+    ("Which duties apply to 500,1000 kg loads?", "Which duties apply to 5001000 kg loads?", "numbers"),
 ])
 def test_meaning_changes_are_vetoed(a, b, why):
     reason = mismatch(a, b)
@@ -74,6 +78,11 @@ def test_meaning_changes_are_vetoed(a, b, why):
     # the same number written another way, a country under another name, a set phrase
     ("Is the 1,000 EUR limit per parcel?", "Is the 1000EUR limit per parcel?"),
     ("Can I send a thousand parcels?", "Can I send 1000 parcels?"),
+    ("Which laptop is best under 15k?", "Which laptop is best under 15000?"),
+    ("What was the cause of World War II?", "What was the cause of World War two?"),
+    ("Were the 500,1000 rupee notes withdrawn?", "Were the Rs 500 and Rs 1000 notes withdrawn?"),
+    ("What should I do on a first date?", "What should I do on a 1st date?"),
+    ("Why cant I file online?", "Why can't I file online?"),
     ("Do US customs accept e-invoices?", "Does America's customs accept e-invoices?"),
     ("Do US customs accept e-invoices?", "Do United States customs accept e-invoices?"),
     ("Should we switch to the new NCTS Phase?", "Should we switch to the new NCTS phases? Why or why not?"),
