@@ -78,12 +78,12 @@ _PORT_FLOOR = 20000
 _handed_out: set[int] = set()
 
 
-def _ephemeral_ports() -> tuple[int, int]:
+def _ephemeral_floor() -> int:
+    """The lowest port of the range the OS hands out for port 0 and outgoing connections."""
     try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,7 +94,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     second stack before the first one starts can be taken by the first's workers (seen in
     CI: the two-regions test). Ports below that range are only ever taken on purpose.
     """
-    low, _ = _ephemeral_ports()
+    low = _ephemeral_floor()
     if low - _PORT_FLOOR < 1000:  # an unusual range: fall back to the OS's pick
         with socket.socket() as s:
             s.bind((host, 0))

@@ -22,9 +22,10 @@ _WORD = re.compile(r"[\w<>.'’-]+", re.UNICODE)
 # "1000" agree; codes keep their digit groups (8471.30, EUR1 -> 1).
 _NUMBER = re.compile(r"(\d+(?:,\d{3}(?!\d))*(?:\.\d+)*)(k\b)?", re.IGNORECASE)
 # Upper-case Roman numerals from 2 ("World War II"); "I", "V" and "X" are too often words.
-_ROMAN = {"II": "2", "III": "3", "IV": "4", "VI": "6", "VII": "7", "VIII": "8", "IX": "9", "XI": "11", "XII": "12"}
-_NUMBER_WORDS = {"first": "1", "third": "3", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-                 "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30",
+_ROMAN = {"II": "2", "III": "3", "IV": "4", "VI": "6", "VII": "7", "VIII": "8", "IX": "9", "XI": "11",
+          "XII": "12"}
+_NUMBER_WORDS = {"first": "1", "third": "3", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                 "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30",
                  "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000"}
 _FUNCTION_WORDS = {"i", "i'm", "is", "are", "what", "how", "why", "which", "who", "the", "a", "an", "and", "or",
                    "in", "of", "for", "to", "do", "does", "can", "my", "it", "best"}
