@@ -22,10 +22,12 @@ _WORD = re.compile(r"[\w<>.'’-]+", re.UNICODE)
 # "1000" agree; codes keep their digit groups (8471.30, EUR1 -> 1).
 _NUMBER = re.compile(r"(\d+(?:,\d{3}(?!\d))*(?:\.\d+)*)(k\b)?", re.IGNORECASE)
 # Upper-case Roman numerals from 2 ("World War II"); "I", "V" and "X" are too often words.
+_ROMAN_WORD = re.compile(r"\b[IVX]+\b")
 _ROMAN = {"II": "2", "III": "3", "IV": "4", "VI": "6", "VII": "7", "VIII": "8", "IX": "9", "XI": "11",
           "XII": "12"}
 _NUMBER_WORDS = {"first": "1", "third": "3", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-                 "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30",
+                 "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+                 "twenty": "20", "thirty": "30",
                  "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000"}
 _FUNCTION_WORDS = {"i", "i'm", "is", "are", "what", "how", "why", "which", "who", "the", "a", "an", "and", "or",
                    "in", "of", "for", "to", "do", "does", "can", "my", "it", "best"}
@@ -78,7 +80,7 @@ def _number(digits: str, thousands: str) -> str:
 def _numbers(text: str, words: list[str]) -> frozenset[str]:
     return frozenset({_number(d, k) for d, k in _NUMBER.findall(text)} |
                      {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS} |
-                     {_ROMAN[w] for w in re.findall(r"\b[IVX]+\b", text) if w in _ROMAN})
+                     {_ROMAN[w] for w in _ROMAN_WORD.findall(text) if w in _ROMAN})
 
 
 def _negated(text: str) -> bool:
