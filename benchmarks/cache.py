@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deployments.cache.deployment import verifier_path  # noqa: E402
+from deployments.cache.verifier import held_out_pairs  # noqa: E402
 from embassy import stack  # noqa: E402
 from embassy.settings import PROJECT_ROOT, load_settings  # noqa: E402
 from embassy.tenants import create_key  # noqa: E402
@@ -97,9 +97,8 @@ def hit_vs_miss(client: httpx.Client, url: str, n: int) -> dict:
             "miss_over_hit_p50": round(statistics.median(misses) / statistics.median(hits), 1)}
 
 
-def workload(pairs_file: Path, size: int, seed: int = 0) -> list[str]:
+def workload(rows: list[dict], size: int, seed: int = 0) -> list[str]:
     """70 % new questions, 30 % paraphrases of questions asked earlier."""
-    rows = [json.loads(line) for line in pairs_file.open() if line.strip()]
     positives = [r for r in rows if r["label"] == 1 and r["text_a"] != r["text_b"]]
     rng = random.Random(seed)
     rng.shuffle(positives)
@@ -140,9 +139,7 @@ def main() -> None:
     parser.add_argument("--workload", type=int, default=100, help="requests replayed (0: skip)")
     args = parser.parse_args()
     settings = load_settings(PROJECT_ROOT / "cluster_configs" / "local.yaml", environ={})
-    pairs = verifier_path(settings) / "test.jsonl"
-    if not pairs.exists():
-        sys.exit(f"{pairs} is missing: run `make install` (it trains the verifier and writes it)")
+    pairs = held_out_pairs()
     tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-cache-"))
     base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
     base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"),

@@ -2,7 +2,7 @@
 CLINC domains (examples from the train split) and a JSON Lines test file (the test split:
 those domains' rows in scope; every other domain's rows and the out-of-scope rows out).
 
-    .venv/bin/python benchmarks/clinc_topics.py --out /tmp/clinc
+    .venv/bin/python benchmarks/clinc_topics.py --data CLINC_FOLDER --out /tmp/clinc
     .venv/bin/embassy eval guard --task topic --topics /tmp/clinc/topics.yaml \
         --data /tmp/clinc/test.jsonl --json
 
@@ -26,17 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from embassy.embeddings import shared_embedder  # noqa: E402
 from deployments.guardrail.topic import TopicModel  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "topics"
 ALLOWED = ("banking", "credit_cards", "travel")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True,
+                        help="folder with CLINC150's clinc_data_full.json and clinc_domains.json (clinc/oos-eval)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-intent", type=int, default=20, help="train examples per intent")
     args = parser.parse_args()
-    data = json.loads((DATA / "clinc_data_full.json").read_text())
-    domain_of = {intent: domain for domain, intents in json.loads((DATA / "clinc_domains.json").read_text()).items()
+    data = json.loads((args.data / "clinc_data_full.json").read_text())
+    domain_of = {intent: domain for domain, intents in json.loads((args.data / "clinc_domains.json").read_text()).items()
                  for intent in intents}
     rng = random.Random(0)
     by_intent = defaultdict(list)

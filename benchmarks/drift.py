@@ -1,4 +1,4 @@
-"""Drift detection on CLINC150 traffic (../shared/data/topics), prompt embeddings only.
+"""Drift detection on CLINC150 traffic (clinc/oos-eval, CC-BY-3.0; pass its folder with --data), prompt embeddings only.
 
 1. Stationary: 5,000 requests drawn at random from one fixed mixture (all ten CLINC
    domains), after a 300-request reference from the same mixture: every alarm is false.
@@ -29,14 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from embassy.drift import DriftDetector  # noqa: E402
 from embassy.embeddings import shared_embedder  # noqa: E402
-from embassy.settings import PROJECT_ROOT  # noqa: E402
-
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "topics"
 
 
-def load() -> dict[str, list[str]]:
-    data = json.loads((DATA / "clinc_data_full.json").read_text())
-    domains = json.loads((DATA / "clinc_domains.json").read_text())
+
+def load(folder: Path) -> dict[str, list[str]]:
+    data = json.loads((folder / "clinc_data_full.json").read_text())
+    domains = json.loads((folder / "clinc_domains.json").read_text())
     intent_domain = {intent: d for d, intents in domains.items() for intent in intents} \
         if isinstance(next(iter(domains.values())), list) else domains
     by_domain: dict[str, list[str]] = {}
@@ -57,11 +55,13 @@ def run(detector: DriftDetector, vectors: np.ndarray) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True,
+                        help="folder with CLINC150's clinc_data_full.json and clinc_domains.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--stationary", type=int, default=5000)
     args = parser.parse_args()
-    by_domain = load()
+    by_domain = load(args.data)
     names = sorted(by_domain)
     embed = shared_embedder().embed
     texts = sorted({t for ts in by_domain.values() for t in ts})

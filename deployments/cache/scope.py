@@ -3,7 +3,7 @@ by meaning (the last user message).
 
 An entry is served only within its scope: the same region, tenant, model id and version,
 system prompt, earlier turns, and the generation parameters that shape the answer
-(max_tokens, stop, ignore_eos, min_tokens). Sampling hotter than the configured maximum
+(max_tokens, stop, ignore_eos, min_tokens, response_format). Sampling hotter than the configured maximum
 makes a request uncacheable: its answer is a draw, not the answer.
 """
 
@@ -61,6 +61,8 @@ def scope_of(request: GenerationRequest, model_version: str) -> CacheScope:
         "context": [[m.role, m.content] for m in earlier],
         "max_tokens": s.max_tokens, "stop": list(s.stop), "ignore_eos": s.ignore_eos,
         "min_tokens": s.min_tokens,
+        # Only when set, so that free-text entries keep the scope they had before.
+        **({"response_format": s.response_format} if s.response_format else {}),
     }
     digest = hashlib.sha256(json.dumps(exact, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return CacheScope(digest, last.content, request.ctx.tenant, request.ctx.region, request.model,

@@ -1,10 +1,12 @@
-"""Training and calibration of the cache's pair verifier (`embassy cache train-verifier`).
+"""Training and calibration of the cache's pair verifier (`embassy train cache-verifier`).
 
 Fine-tunes all-MiniLM-L6-v2's weights as a cross-encoder (one logit: same question or not)
-on the `train` part of a pairs file, then picks the threshold on the `calibrate` part:
-the lowest probability at which the pairs that would reach the verifier in the cache
-(cosine at least `min_cosine`, no rule veto) keep at least `target_precision`. The `test`
-part is written beside the model for `embassy eval cache` and is used by neither step.
+on the `train` part of a pairs file, exports it as int8 ONNX into the artefacts folder,
+then picks the threshold on the `calibrate` part with that int8 graph: the lowest
+probability at which the pairs that would reach the verifier in the cache (cosine at least
+`min_cosine`, no rule veto) keep at least `target_precision`. The `test` part is used by
+neither step; its figures are measured once and kept in the manifest (`embassy eval cache
+--pairs models/training/qqp_pairs_dev.jsonl.gz --part test` measures them again through Redis).
 """
 
 from __future__ import annotations
@@ -19,30 +21,71 @@ from typing import Callable
 import numpy as np
 
 from deployments.cache.mismatch import mismatch
-from deployments.cache.verifier import MAX_PAIR_TOKENS, PairVerifier, pair_split
+from deployments.cache.verifier import ARTIFACT, MAX_PAIR_TOKENS, META_FILE, ONNX_FILE, PairVerifier, pair_split
 from deployments.guardrail.evaluation import read_jsonl
-from models.prepare import sha256_file
+from models.artifacts import ARTIFACTS_DIR, entry, hash_files, record
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
-def train_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
-                   max_train: int | None = None, epochs: int = 3, seed: int = 0,
+def train_verifier(pairs_file: Path, out: Path, embed, *, min_cosine: float, target_precision: float = 0.95,
+                   max_train: int | None = None, epochs: int = 3, seed: int = 0, work_dir: Path | None = None,
                    progress: Progress = lambda *a: None) -> dict:
-    """Train, calibrate, save to `out_dir` (model, tokenizer, verifier.json, test.jsonl)."""
+    """Train, export (int8 ONNX), calibrate; write the files and the manifest entry under
+    `out` (an artefacts folder). The float32 weights go to `work_dir` (a temporary folder
+    by default) and are not kept."""
+    import tempfile
+
     parts = {"train": [], "calibrate": [], "test": []}
     for i, r in enumerate(read_jsonl(pairs_file)):
         parts[pair_split(i)].append(r)
     started = time.monotonic()
-    rows = train_model(parts["train"], out_dir, seed=seed, epochs=epochs, max_train=max_train, progress=progress)
-    meta = {"threshold": 0.5, "pairs_file_sha256": sha256_file(pairs_file), "train_rows": rows,
-            "epochs": epochs, "seed": seed, "min_cosine": min_cosine, "target_precision": target_precision,
-            "train_seconds": round(time.monotonic() - started, 1)}
-    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
-    with (out_dir / "test.jsonl").open("w") as f:
-        for r in parts["test"]:
-            f.write(json.dumps({"text_a": r["text_a"], "text_b": r["text_b"], "label": r["label"]}) + "\n")
-    return calibrate_verifier(pairs_file, out_dir, embed, min_cosine=min_cosine, target_precision=target_precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = work_dir or Path(tmp)
+        rows = train_model(parts["train"], work, seed=seed, epochs=epochs, max_train=max_train, progress=progress)
+        export_verifier(work, out / ONNX_FILE)
+    training = {"pairs_file_sha256": hash_files([pairs_file]), "train_rows": rows, "epochs": epochs, "seed": seed,
+                "max_train": max_train, "train_seconds": round(time.monotonic() - started, 1)}
+    return calibrate_verifier(pairs_file, out, embed, min_cosine=min_cosine, target_precision=target_precision,
+                              training=training)
+
+
+def export_verifier(model_dir: Path, target: Path) -> Path:
+    """The fine-tuned float32 model in `model_dir` as int8 ONNX at `target` (matrix products
+    per output channel, as the embedder)."""
+    import tempfile
+
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModelForSequenceClassification
+
+    from embassy.embeddings import quiet_export
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+    class Logit(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).logits
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        plain = Path(tmp) / "verifier.onnx"
+        example = tuple(torch.ones((1, 6), dtype=torch.long) for _ in names)
+        with torch.no_grad(), quiet_export():
+            torch.onnx.export(Logit(), example, str(plain), input_names=names, output_names=["logit"],
+                              opset_version=17, dynamo=False,
+                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in names})
+        quantize_dynamic(str(plain), str(Path(tmp) / target.name), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        (Path(tmp) / target.name).replace(target)
+    return target
 
 
 def train_model(labelled: list[dict], out: Path, *, seed: int, epochs: int = 3, max_train: int | None = None,
@@ -143,26 +186,57 @@ def implied_pairs(rows: list[dict], rng: random.Random, per_question: int = 2) -
     return rows + extra
 
 
-def calibrate_verifier(pairs_file: Path, out_dir: Path, embed, *, min_cosine: float,
-                       target_precision: float = 0.95) -> dict:
-    """Pick the trained verifier's threshold on the `calibrate` part, over the pairs that
-    would reach it in the cache. It depends on the embedder (the cosine gate), so a new
-    embedder needs only this, not a new verifier."""
-    meta = json.loads((out_dir / "verifier.json").read_text())
-    verifier = PairVerifier(out_dir)
-    cal = [r for i, r in enumerate(read_jsonl(pairs_file)) if pair_split(i) == "calibrate"]
-    a = embed([r["text_a"] for r in cal])
-    b = embed([r["text_b"] for r in cal])
-    reach = [r for r, cos in zip(cal, (a * b).sum(1)) if cos >= min_cosine and mismatch(r["text_b"], r["text_a"]) is None]
-    probs = np.concatenate([verifier.probabilities([r["text_b"] for r in reach[i:i + 64]],
-                                                   [r["text_a"] for r in reach[i:i + 64]])
-                            for i in range(0, len(reach), 64)]) if reach else np.zeros(0)
-    labels = np.array([r["label"] for r in reach])
-    meta["threshold"], meta["calibration"] = pick_threshold(probs, labels, int(sum(r["label"] for r in cal)),
-                                                            target_precision)
-    meta.update(min_cosine=min_cosine, target_precision=target_precision)
-    (out_dir / "verifier.json").write_text(json.dumps(meta, indent=2))
+def calibrate_verifier(pairs_file: Path, out: Path, embed, *, min_cosine: float,
+                       target_precision: float = 0.95, training: dict | None = None) -> dict:
+    """Pick the verifier's threshold on the `calibrate` part, over the pairs that would reach
+    it in the cache, then measure it once on the `test` part; write verifier.json and the
+    manifest entry under `out`. The threshold depends on the embedder (the cosine gate), the
+    rules and the scoring, so a change to those needs only this, not a new verifier."""
+    from embassy.embeddings import ARTIFACT as EMBEDDER, ONNX_NAME
+
+    meta_path = out / META_FILE
+    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    training = training or old.get("training", {})
+    embedder_sha = entry(EMBEDDER, ARTIFACTS_DIR)["files"][ONNX_NAME]["sha256"]
+    meta = {"threshold": 0.5, "embedder_sha256": embedder_sha, "min_cosine": min_cosine,
+            "target_precision": target_precision, "training": training}
+    _write_meta(out, meta, training, {})  # the verifier loads only files its manifest vouches for
+    verifier = PairVerifier(out)
+    rows = read_jsonl(pairs_file)
+    parts = {name: [r for i, r in enumerate(rows) if pair_split(i) == name] for name in ("calibrate", "test")}
+    cal_probs, cal_labels, cal_positives = _reaching_scores(parts["calibrate"], verifier, embed, min_cosine)
+    meta["threshold"], meta["calibration"] = pick_threshold(cal_probs, cal_labels, cal_positives, target_precision)
+    test_probs, test_labels, test_positives = _reaching_scores(parts["test"], verifier, embed, min_cosine)
+    accepted = test_probs >= meta["threshold"]
+    true_pos = int((accepted & (test_labels == 1)).sum())
+    meta["held_out"] = {"precision": round(true_pos / max(int(accepted.sum()), 1), 4),
+                        "recall": round(true_pos / max(test_positives, 1), 4), "pairs": len(parts["test"])}
+    _write_meta(out, meta, training, {"threshold": meta["threshold"], "calibration": meta["calibration"],
+                                      "held_out": meta["held_out"]})
     return meta
+
+
+def _reaching_scores(rows: list[dict], verifier: PairVerifier, embed, min_cosine: float):
+    """The verifier's probabilities over the pairs that pass the cosine gate and the rules
+    (as a lookup asks: new question first), their labels, and the part's positives."""
+    a = embed([r["text_a"] for r in rows])
+    b = embed([r["text_b"] for r in rows])
+    reach = [r for r, cos in zip(rows, (a * b).sum(1)) if cos >= min_cosine and mismatch(r["text_b"], r["text_a"]) is None]
+    probs = verifier.probabilities([r["text_b"] for r in reach], [r["text_a"] for r in reach])
+    return probs, np.array([r["label"] for r in reach]), int(sum(r["label"] for r in rows))
+
+
+def _write_meta(out: Path, meta: dict, training: dict, figures: dict) -> None:
+    here = Path(__file__)
+    (out / META_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    record(ARTIFACT, [ONNX_FILE, META_FILE], {
+        "data": training.get("pairs_file_sha256", {}), "code": hash_files([here]),
+        # What the threshold depends on besides the weights (calibrate again when one changes).
+        "calibration": {"code": hash_files([here.with_name("verifier.py"), here.with_name("mismatch.py")]),
+                        "embedder_sha256": meta["embedder_sha256"], "min_cosine": meta["min_cosine"],
+                        "target_precision": meta["target_precision"]},
+        "parameters": {k: training.get(k) for k in ("train_rows", "epochs", "seed", "max_train")}}, figures, out)
 
 
 def pick_threshold(probs: np.ndarray, labels: np.ndarray, positives: int, target: float) -> tuple[float, dict]:

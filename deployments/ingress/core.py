@@ -214,7 +214,9 @@ class ChatService:
             messages=tuple(Message(m.role, m.text()) for m in body.messages),
             sampling=SamplingOptions(max_tokens=limit, temperature=body.temperature, top_p=body.top_p,
                                      stop=body.stop_sequences, seed=body.seed,
-                                     ignore_eos=body.ignore_eos, min_tokens=body.min_tokens))
+                                     ignore_eos=body.ignore_eos, min_tokens=body.min_tokens,
+                                     response_format=body.response_format.canonical()
+                                     if body.response_format else None))
 
     async def _timed(self, timings: StageTimings, stage: str, awaitable):
         t0 = time.perf_counter()

@@ -4,6 +4,10 @@ Fields follow the OpenAI spec's order. Deviations: `n` must be 1; tools, functio
 and logprobs are refused with 400 rather than silently ignored; content parts may only be
 text. Unknown fields are ignored, as OpenAI's SDKs add new ones over time.
 
+`response_format` (`text`, `json_object`, `json_schema`) is enforced by the engine's
+structured-output decoding (vLLM's `StructuredOutputsParams`): the answer is valid JSON,
+matching the schema when one is given.
+
 Extensions, named as in vLLM's OpenAI server so clients written for it keep working:
 `ignore_eos` (generate until `max_tokens` or a stop string) and `min_tokens` (no end of
 sequence before that many tokens). Load tests and benchmarks use them for fixed lengths.
@@ -11,6 +15,7 @@ sequence before that many tokens). Load tests and benchmarks use them for fixed 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,6 +46,35 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    json_schema: dict = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> "ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("'json_schema' is required with type 'json_schema' and allowed only with it")
+        return self
+
+    def canonical(self) -> str | None:
+        """One string per distinct constraint (the cache scope and the engine read it); None
+        for free text."""
+        if self.type == "text":
+            return None
+        body = {"type": self.type}
+        if self.json_schema is not None:
+            body["schema"] = self.json_schema.json_schema
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "audio",
                 "prediction")
 
@@ -63,6 +97,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     user: str | None = Field(None, max_length=256)
+    response_format: ResponseFormat | None = None
     # vLLM extensions (see the module docstring).
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0)] = 0

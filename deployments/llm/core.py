@@ -3,7 +3,7 @@
 Why vLLM's `AsyncLLM` directly rather than `ray.serve.llm`: Embassy has its own ingress
 (auth, guardrails, cache, retrieval) in front of the engine, so ray.serve.llm's OpenAI
 router would be one more Python hop per streamed chunk. On 2 cores that hop measured
-0.7-0.8 of bare vLLM's throughput (../shared/NOTES.md), and the graph's budget is 0.95.
+0.7-0.8 of bare vLLM's throughput (docs/PLATFORM_NOTES.md), and the graph's budget is 0.95.
 This class is a plain object: tests and benchmarks use it without Ray.
 """
 
@@ -57,6 +57,22 @@ def cpu_safe_engine_args(context_length: int) -> dict[str, Any]:
     that fits any prompt, a prefill is never partial, so that path cannot run.
     """
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": context_length}
+
+
+def structured_outputs(response_format: str | None):
+    """vLLM's constrained decoding for a request's `response_format` (None: free text)."""
+    if response_format is None:
+        return None
+    import json
+
+    from vllm.sampling_params import StructuredOutputsParams
+
+    spec = json.loads(response_format)
+    # Compact JSON: given free whitespace, a small model can spend its whole budget on
+    # newlines before the first key.
+    if spec["type"] == "json_object":
+        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+    return StructuredOutputsParams(json=spec["schema"], disable_any_whitespace=True)
 
 
 class VLLMEngine(LLMEngine):
@@ -123,6 +139,7 @@ class VLLMEngine(LLMEngine):
         return SamplingParams(max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p,
                               stop=list(s.stop) or None, seed=s.seed, ignore_eos=s.ignore_eos,
                               min_tokens=min(s.min_tokens, max_tokens),
+                              structured_outputs=structured_outputs(s.response_format),
                               output_kind=RequestOutputKind.DELTA)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

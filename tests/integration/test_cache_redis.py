@@ -10,15 +10,13 @@ import uuid
 import pytest
 import redis
 
-from deployments.cache.deployment import verifier_path
 from deployments.cache.redis_cache import RedisSemanticCache
 from deployments.cache.verifier import PairVerifier
 from embassy import metrics
 from embassy.embeddings import shared_embedder
 from embassy.graph_types import GenerationRequest, Message, RequestContext, SamplingOptions
 from embassy.redis_server import start_redis
-from embassy.settings import CacheSettings, load_settings
-from tests.conftest import LOCAL_CONFIG
+from embassy.settings import CacheSettings
 
 MODEL = "smollm2-135m-instruct"
 Q = "Which documents do I need to export machine parts to Germany?"
@@ -34,8 +32,7 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def verifier():
-    settings = load_settings(LOCAL_CONFIG, environ={})
-    return PairVerifier(verifier_path(settings))
+    return PairVerifier()
 
 
 def make_cache(url: str, verifier, index: str | None = None, version: str = "1", **over) -> RedisSemanticCache:
@@ -73,8 +70,8 @@ async def test_a_paraphrase_is_served_only_when_the_verifier_accepts_it(redis_se
     """The meaning tier serves a paraphrase exactly when the verifier's probability reaches
     the threshold in force (calibrated by default; an operator may set another)."""
     score = float(verifier.probabilities([PARAPHRASE], [Q])[0])
-    below = make_cache(redis_server.url, PairVerifier(verifier.folder, threshold=min(0.999, score + 0.01)))
-    above = make_cache(redis_server.url, PairVerifier(verifier.folder, threshold=score - 0.01),
+    below = make_cache(redis_server.url, PairVerifier(verifier.root, threshold=min(0.999, score + 0.01)))
+    above = make_cache(redis_server.url, PairVerifier(verifier.root, threshold=score - 0.01),
                        index=below.settings.index)
     try:
         await below.store(req(Q), "An EX-1 export declaration and a commercial invoice.", 12)

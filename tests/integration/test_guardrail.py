@@ -114,9 +114,8 @@ def stream_text(live, body: dict) -> tuple[str, str | None, dict]:
     return text, finish, extension
 
 
-# These two depend on what the default model answers at temperature 0 (greedy decoding is
-# deterministic for a given model and engine): it repeats the placeholder it was given, and
-# it invents a name when asked for an example.
+# This one depends on what the default model answers at temperature 0 (greedy decoding is
+# deterministic for a given model and engine): it repeats the placeholder it was given.
 
 def test_the_callers_own_values_come_back_in_place_of_placeholders(live):
     body = chat("The importer of record is Maria Gonzalez. Who is the importer of record on this "
@@ -130,12 +129,32 @@ def test_the_callers_own_values_come_back_in_place_of_placeholders(live):
 
 
 def test_output_pii_the_caller_did_not_send_is_masked_streamed_or_not(live):
-    body = chat("Write an example e-mail address for a customs broker.", max_tokens=40)
+    """The real engine writes an e-mail address the caller never sent: the answer is
+    constrained to a JSON schema whose only value is that address, so every machine's model
+    writes it (what the model writes unconstrained differs between machines). Every PII type
+    at every chunk boundary is covered with a scripted engine in tests/unit/ingress/test_output_pii.py."""
+    email = "clearance.desk@brokerage-example.com"
+    schema = {"type": "object", "properties": {"contact": {"type": "string", "enum": [email]}},
+              "required": ["contact"], "additionalProperties": False}
+    body = {**chat("Give the customs broker's contact as JSON.", max_tokens=48),
+            "response_format": {"type": "json_schema", "json_schema": {"name": "contact", "schema": schema}}}
     r = post(live, body).json()
     content = r["choices"][0]["message"]["content"]
+    assert email not in content and content == '{"contact":"[EMAIL]"}', content
     assert r["choices"][0]["finish_reason"] == "content_filter"
     assert r["embassy"]["guardrail"]["output"] == {"action": "redact", "category": "pii_leak"}
-    assert "[PERSON]" in content
     text, finish, extension = stream_text(live, body)
     assert (text, finish) == (content, "content_filter")
     assert extension["guardrail"]["output"]["category"] == "pii_leak"
+
+
+def test_response_format_json_schema_is_enforced_by_the_engine(live):
+    schema = {"type": "object", "properties": {"hs_chapter": {"type": "integer", "minimum": 1, "maximum": 97}},
+              "required": ["hs_chapter"], "additionalProperties": False}
+    body = {**chat("Which HS chapter covers coffee? Answer as JSON.", max_tokens=24),
+            "response_format": {"type": "json_schema", "json_schema": {"name": "chapter", "schema": schema}}}
+    import json
+    answer = json.loads(post(live, body).json()["choices"][0]["message"]["content"])
+    assert set(answer) == {"hs_chapter"} and 1 <= answer["hs_chapter"] <= 97
+    bad = post(live, {**body, "response_format": {"type": "json_schema"}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"

@@ -5,7 +5,6 @@ leaves an audit record."""
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import numpy as np
@@ -15,22 +14,15 @@ from embassy.audit import export
 from embassy.drift import DriftDetector, mmd_test
 from embassy.settings import PROJECT_ROOT
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "topics"
+# 200 CLINC150 train prompts from each of three domains (tests/data/README.md).
+SAMPLE = PROJECT_ROOT / "tests" / "data" / "clinc_sample.json"
 
 
 @pytest.fixture(scope="module")
 def domains():
     from embassy.embeddings import shared_embedder
 
-    data = json.loads((DATA / "clinc_data_full.json").read_text())
-    intent_domain = {i: d for d, intents in json.loads((DATA / "clinc_domains.json").read_text()).items()
-                     for i in intents}
-    rng = random.Random(0)
-    texts = {"banking": [], "travel": [], "kitchen_and_dining": []}
-    for text, intent in data["train"]:
-        if intent_domain.get(intent) in texts:
-            texts[intent_domain[intent]].append(text)
-    picked = {d: rng.sample(t, 200) for d, t in texts.items()}
+    picked = json.loads(SAMPLE.read_text())
     embed = shared_embedder().embed
     return {d: embed(t) for d, t in picked.items()}
 

@@ -325,3 +325,29 @@ def test_guard_endpoint_needs_a_key_and_answers_with_the_nodes_verdict(env):
     assert_error(client.post("/v1/guard", json={"text": "hello"}), 401, "invalid_api_key")
     r = client.post("/v1/guard", json={"text": "hello", "direction": "output"}, headers=auth)
     assert r.status_code == 200 and r.json()["direction"] == "output" and r.json()["text"] == "hello"
+
+
+def test_response_format_reaches_the_engine_canonical_and_keys_the_cache(env):
+    client, nodes, auth, _ = env
+    schema = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    assert client.post("/v1/chat/completions", json=chat(response_format=fmt, temperature=0), headers=auth).status_code == 200
+    sent = nodes.seen[-1].sampling.response_format
+    assert json.loads(sent) == {"type": "json_schema", "schema": schema} and sent == json.dumps(
+        json.loads(sent), sort_keys=True, separators=(",", ":"))
+    # The same question without the constraint is another cache entry, not a hit.
+    r = client.post("/v1/chat/completions", json=chat(temperature=0), headers=auth)
+    assert r.json()["embassy"]["cache"]["status"] == "miss" and nodes.seen[-1].sampling.response_format is None
+    assert client.post("/v1/chat/completions", json=chat(response_format={"type": "text"}, temperature=0),
+                       headers=auth).json()["embassy"]["cache"]["status"] == "hit"
+
+
+@pytest.mark.parametrize("fmt", [{"type": "json_schema"}, {"type": "xml"},
+                                 {"type": "json_object", "json_schema": {"name": "x", "schema": {}}},
+                                 {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}}])
+def test_a_malformed_response_format_is_a_400_naming_it(env, fmt):
+    client, nodes, auth, _ = env
+    r = client.post("/v1/chat/completions", json=chat(response_format=fmt), headers=auth)
+    assert_error(r, 400, param=r.json()["error"]["param"])
+    assert r.json()["error"]["param"].startswith("response_format")
+    assert not nodes.seen
