@@ -87,6 +87,12 @@ class PermissionDenied(EmbassyError):
     status, type, code = 403, "permission_error", "model_not_allowed"
 
 
+class UnknownJurisdiction(PermissionDenied):
+    """The tenant's configured jurisdiction is not in the topology: refused, never served
+    under the default policy."""
+    code = "unknown_jurisdiction"
+
+
 class NotFound(EmbassyError):
     status, type, code = 404, "invalid_request_error", "not_found"
 

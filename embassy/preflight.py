@@ -65,12 +65,15 @@ def check_port(settings: EmbassySettings, config: Path) -> None:
                          f"{config} or EMBASSY__PORT=8100")
 
 
-def check_artifacts(root: Path | None = None) -> None:
-    """Every shipped model file is present and matches the manifest."""
-    from models.artifacts import ARTIFACTS_DIR, ArtifactError, artifact_file, load_manifest
+def check_artifacts(root: Path | None = None, required: tuple[str, ...] = ("embedder", "injection")) -> None:
+    """The artefacts the graph needs are in the manifest, and every shipped model file is
+    present and matches it."""
+    from models.artifacts import ARTIFACTS_DIR, ArtifactError, artifact_file, entry, load_manifest
 
     root = root or ARTIFACTS_DIR
     try:
+        for name in required:
+            entry(name, root)
         for name, record in load_manifest(root)["artifacts"].items():
             for file in record["files"]:
                 artifact_file(name, file, root)
@@ -82,4 +85,4 @@ def check_all(settings: EmbassySettings, config: Path) -> None:
     check_python()
     check_state_dir(settings, config)
     check_port(settings, config)
-    check_artifacts()
+    check_artifacts(required=("embedder", "injection") + (("cache-verifier",) if settings.cache.enabled else ()))

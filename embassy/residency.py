@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from embassy.errors import InvalidRequest, MisdirectedRequest, ServiceUnavailable
+from embassy.errors import InvalidRequest, MisdirectedRequest, ServiceUnavailable, UnknownJurisdiction
 from embassy.tenants import Tenant
 from embassy.topology import Topology
 
@@ -47,7 +47,8 @@ class ResidencyGate:
 
     async def admit(self, tenant: Tenant, jurisdiction_header: str | None, subject_header: str | None) -> Admission:
         """Raises:
-            InvalidRequest: a header the tenant may not send, or a malformed one.
+            InvalidRequest: a header the tenant may not send, or a malformed or unknown code.
+            UnknownJurisdiction: the tenant's own jurisdiction is unknown to the topology (403).
             MisdirectedRequest: this region may not process the subject's data (421).
             ServiceUnavailable: no region that may is up (503).
         """
@@ -68,6 +69,16 @@ class ResidencyGate:
             jurisdiction = jurisdiction_header
         if self.topology is None:
             return Admission(jurisdiction, True, subject)
+        # A member state's code is its union's jurisdiction (DE -> EU): the policy is the
+        # union's, never the permissive default. A code the topology does not know is
+        # refused, not served under that default.
+        code, jurisdiction = jurisdiction, self.topology.jurisdiction_of(jurisdiction)
+        if jurisdiction not in self.topology.jurisdictions and self.topology.home_of(code) is None:
+            if jurisdiction_header is not None:
+                raise InvalidRequest(f"{SUBJECT_JURISDICTION_HEADER}: {code!r} is not a country or jurisdiction "
+                                     "this deployment knows.", param=SUBJECT_JURISDICTION_HEADER)
+            raise UnknownJurisdiction(f"Your tenant's jurisdiction {code!r} is not in this deployment's topology; "
+                                   "an operator must correct the tenant.")
         policy = self.topology.residency(jurisdiction, tenant.id)
         if policy.allows(self.region):
             return Admission(jurisdiction, policy.allows(self.region, "store"), subject)

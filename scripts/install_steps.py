@@ -22,7 +22,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
 STAMP = ROOT / ".venv" / ".embassy-install"
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # a log path stays on one line
 
 
 class StepFailed(Exception):

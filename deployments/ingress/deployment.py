@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from typing import AsyncIterator
 
@@ -49,6 +50,8 @@ class RayGraphNodes(GraphNodes):
                              **{f"llm:{m}": h.deployment_name for m, h in llms.items()}}
         self._ready = {name: False for name in self._deployments}
         self._task: asyncio.Task | None = None
+        self._inflight: asyncio.Task | None = None  # the one refresh /readyz callers share
+        self._refreshed_at = 0.0
 
     async def _call(self, method, *args):
         try:
@@ -127,9 +130,24 @@ class RayGraphNodes(GraphNodes):
                 for state, count in (info.replica_states.items() if info else [("RUNNING", 0)]):
                     metrics.DEPLOYMENT_REPLICAS.labels(self.region, node, str(state)).set(count)
                 metrics.NODE_READY.labels(self.region, node).set(1 if running else 0)
+            self._refreshed_at = time.monotonic()
         except Exception:
             log.warning("replica status check failed", exc_info=True)
         return self.readiness()
+
+    async def fresh_readiness(self, max_age_s: float = 1.0, max_wait_s: float = 2.0) -> dict[str, bool]:
+        """Readiness for /readyz: at most `max_age_s` old, one status call shared by every
+        caller, and never more than `max_wait_s` of waiting. While Serve's controller is
+        busy (replacing a replica on a loaded host) serve.status() took over 10 s; /readyz
+        then answers from the last observed view rather than hang its prober."""
+        if time.monotonic() - self._refreshed_at <= max_age_s:
+            return self.readiness()
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.get_running_loop().create_task(self.refresh())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._inflight), max_wait_s)
+        except asyncio.TimeoutError:
+            return self.readiness()
 
     def start_polling(self) -> None:
         self._app_name = serve.get_replica_context().app_name
@@ -155,4 +173,4 @@ class IngressDeployment:
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy already keeps or mints x-request-id and echoes it.
-        return create_app(self.service, self.nodes.refresh, echo_request_id=False)
+        return create_app(self.service, self.nodes.fresh_readiness, echo_request_id=False)

@@ -70,3 +70,11 @@ def test_eval_cache_refuses_a_malformed_pairs_file_before_starting_anything(tmp_
     bad.write_text('{"text_a": "a", "label": 1}\n')
     result = runner.invoke(app, ["eval", "cache", "--pairs", str(bad), "--config", str(config(tmp_path))])
     assert result.exit_code == 2 and "needs text_a, text_b and label" in result.output
+    result = runner.invoke(app, ["eval", "cache", "--pairs", str(bad), "--part", "dev", "--config",
+                                 str(config(tmp_path))])
+    assert result.exit_code == 2 and "--part: 'dev' is not one of train, calibrate, test" in result.output
+
+
+def test_train_refuses_a_missing_data_file(tmp_path):
+    result = runner.invoke(app, ["train", "injection", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "none.jsonl" in result.output

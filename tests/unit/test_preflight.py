@@ -82,3 +82,16 @@ def test_install_refuses_an_older_python_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: Embassy needs Python 3.11, and {fake} is 3.10: install python3.11 or set "
         "PYTHON=/path/to/python3.11"]
+
+
+def test_an_artifact_the_graph_needs_but_the_manifest_lacks_is_named(tmp_path):
+    import json
+
+    copy = tmp_path / "artifacts"
+    shutil.copytree(ARTIFACTS_DIR, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["artifacts"]["cache-verifier"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(preflight.PreflightError, match="no artefact 'cache-verifier'"):
+        preflight.check_artifacts(copy, required=("embedder", "injection", "cache-verifier"))
+    preflight.check_artifacts(copy, required=("embedder", "injection"))  # a graph without the cache

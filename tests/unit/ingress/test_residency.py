@@ -137,3 +137,40 @@ def test_a_tenant_override_widens_where_its_data_may_go(tmp_path):
     assert r.status_code == 200 and nodes.seen  # processed in us by this tenant's contract
     client.post("/v1/chat/completions", json=chat(temperature=0), headers=keys["eu-co"])
     assert nodes.cached == {}  # but stored only in eu
+
+
+def test_a_member_state_code_gets_its_unions_policy_not_the_default(tmp_path, peer):
+    """A German or French data subject is an EU data subject: never served in the US (the
+    topology lists no policy for DE itself, and the default allows anywhere)."""
+    client, nodes, keys, _ = service_in("us", tmp_path, topology_file(tmp_path, {"eu": peer}))
+    for code in ("DE", "FR"):
+        r = client.post("/v1/chat/completions", json=chat(), headers={**keys["broker"], "x-embassy-data-subject": code})
+        assert_error(r, 421, "misdirected_request")
+    assert nodes.seen == []
+    served = client.post("/v1/chat/completions", json=chat(), headers={**keys["broker"], "x-embassy-data-subject": "US"})
+    assert served.status_code == 200 and nodes.seen[-1].ctx.jurisdiction == "US"
+
+
+@pytest.mark.parametrize("code,status,error", [("DE", 421, "misdirected_request"),
+                                               ("ZZ", 403, "unknown_jurisdiction")])
+def test_a_tenant_configured_with_a_member_state_or_an_unknown_code(tmp_path, peer, code, status, error):
+    """`jurisdiction: DE` is held to the EU's policy; an unknown code fails closed."""
+    _, nodes, _, settings = service_in("us", tmp_path, topology_file(tmp_path, {"eu": peer}))
+    settings = EmbassySettings.model_validate({**settings.model_dump(mode="json"),
+                                               "tenants": {"co": {"jurisdiction": code, "models": [MODEL]}}})
+    service = ChatService(settings, KeyStore.from_settings(settings), nodes, {MODEL: 100})
+
+    async def readiness():
+        return nodes.readiness()
+    r = TestClient(create_app(service, readiness)).post(
+        "/v1/chat/completions", json=chat(), headers={"Authorization": f"Bearer {create_key(settings.keys_path, 'co')}"})
+    assert_error(r, status, error)
+    assert nodes.seen == []
+
+
+def test_an_unknown_code_is_refused_not_served_under_the_default(tmp_path):
+    client, nodes, keys, _ = service_in("us", tmp_path, topology_file(tmp_path, {}))
+    r = client.post("/v1/chat/completions", json=chat(), headers={**keys["broker"], "x-embassy-data-subject": "ZZ"})
+    err = assert_error(r, 400)
+    assert err["param"] == "x-embassy-data-subject" and "'ZZ'" in err["message"]
+    assert nodes.seen == []
