@@ -68,8 +68,8 @@ def structured_outputs(response_format: str | None):
     from vllm.sampling_params import StructuredOutputsParams
 
     spec = json.loads(response_format)
-    # Compact JSON: given free whitespace, a small model can spend its whole budget on
-    # newlines before the first key.
+    # One fixed layout (the grammar's own indentation), no free whitespace: given free
+    # whitespace, a small model can spend its whole budget on newlines before the first key.
     if spec["type"] == "json_object":
         return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
     return StructuredOutputsParams(json=spec["schema"], disable_any_whitespace=True)

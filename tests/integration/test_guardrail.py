@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from transformers import AutoTokenizer
@@ -62,7 +64,6 @@ def test_streamed_text_equals_the_non_streamed_text_after_the_output_guard(live)
     parts = []
     with httpx.stream("POST", f"{live.url}/v1/chat/completions", json={**body, "stream": True}, timeout=120,
                       headers={"Authorization": f"Bearer {live.key}"}) as r:
-        import json
         for line in r.iter_lines():
             if line.startswith("data: {"):
                 for choice in json.loads(line[6:]).get("choices", []):
@@ -100,7 +101,6 @@ def test_input_over_the_size_limit_is_refused_before_the_guard_runs(live):
 
 def stream_text(live, body: dict) -> tuple[str, str | None, dict]:
     """Concatenated content, finish_reason and the `embassy` object of a streamed answer."""
-    import json
     text, finish, extension = "", None, {}
     with httpx.stream("POST", f"{live.url}/v1/chat/completions", json={**body, "stream": True}, timeout=120,
                       headers={"Authorization": f"Bearer {live.key}"}) as r:
@@ -140,7 +140,7 @@ def test_output_pii_the_caller_did_not_send_is_masked_streamed_or_not(live):
             "response_format": {"type": "json_schema", "json_schema": {"name": "contact", "schema": schema}}}
     r = post(live, body).json()
     content = r["choices"][0]["message"]["content"]
-    assert email not in content and content == '{"contact":"[EMAIL]"}', content
+    assert email not in content and json.loads(content) == {"contact": "[EMAIL]"}, content
     assert r["choices"][0]["finish_reason"] == "content_filter"
     assert r["embassy"]["guardrail"]["output"] == {"action": "redact", "category": "pii_leak"}
     text, finish, extension = stream_text(live, body)
@@ -153,7 +153,6 @@ def test_response_format_json_schema_is_enforced_by_the_engine(live):
               "required": ["hs_chapter"], "additionalProperties": False}
     body = {**chat("Which HS chapter covers coffee? Answer as JSON.", max_tokens=24),
             "response_format": {"type": "json_schema", "json_schema": {"name": "chapter", "schema": schema}}}
-    import json
     answer = json.loads(post(live, body).json()["choices"][0]["message"]["content"])
     assert set(answer) == {"hs_chapter"} and 1 <= answer["hs_chapter"] <= 97
     bad = post(live, {**body, "response_format": {"type": "json_schema"}})
