@@ -198,12 +198,21 @@ def test_region_pii_policy_applies_to_ingested_text(tmp_path):
 
 
 def test_a_configured_cross_encoder_reranks_the_candidates(corpus_region, tmp_path):
-    """Any local CrossEncoder folder works; the cache's trained verifier is one on every machine."""
+    """Any local CrossEncoder folder works: here the packaged MiniLM with a seeded one-logit
+    head (the order it gives is what is checked, not its quality)."""
+    import torch
     from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from embassy.embeddings import model_path
 
     config, _ = corpus_region
     settings = load_settings(config, environ={})
-    folder = PROJECT_ROOT / ".embassy" / "models" / "cache-verifier"
+    folder = tmp_path / "cross-encoder"
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(str(model_path()), num_labels=1,
+                                                       local_files_only=True).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True).save_pretrained(str(folder))
     reranking = settings.model_copy(update={"retriever": settings.retriever.model_copy(
         update={"rerank_model": folder, "top_k": 5})})
     question = "What duty rate applies to tobacco imported into the UAE?"
