@@ -277,12 +277,7 @@ def stack_environment(settings: EmbassySettings, run_dir: Path, redis_url: str |
     the settings as an `EMBASSY__CACHE__REDIS_URL` override."""
     env = {**os.environ, **offline_environment(), **serve_environment(settings),
            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), STACK_MARKER: str(run_dir),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token"),
-           # Each Ray worker in a process group of its own, killed whole when the worker
-           # dies: a replica that crashes or is killed takes its vLLM engine processes with
-           # it. Without this they outlive it (docs/PLATFORM_NOTES.md), each holding its KV
-           # cache and the engine's cores while Serve starts the replacement.
-           "RAY_process_group_cleanup_enabled": "1"}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(run_dir / "ray-auth-token")}
     if redis_url:
         env["EMBASSY__CACHE__REDIS_URL"] = redis_url
     return env
@@ -364,6 +359,51 @@ def _stack_pids(marker: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def kill_orphaned_engines() -> list[int]:
+    """Kill vLLM engine processes of this stack whose replica died (SIGKILL, OOM): they
+    outlive it, re-parented to init, each holding its KV cache and the engine's cores
+    (docs/PLATFORM_NOTES.md). An LLM replica calls this before it starts its own engine.
+
+    Why not Ray's per-worker process groups (RAY_process_group_cleanup_enabled), which kill
+    a dead worker's group: with them, a second and third Ray cluster on a 2-core host failed
+    to start (the raylet gave up waiting for its dashboard agent), 3 runs out of 3.
+    """
+    marker = os.environ.get(STACK_MARKER)
+    if not marker:
+        return []
+    killed = []
+    for pid in _stack_pids(f"{STACK_MARKER}={marker}"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name, ppid = stat[stat.index("(") + 1:stat.rindex(")")], int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        # An engine core whose parent is no longer a Serve replica (init, or a subreaper,
+        # adopted it) is orphaned; its worker goes down with it.
+        if name.startswith("VLLM::Engine") and not _is_replica(ppid):
+            for victim in [pid, *_children(pid)]:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+                except ProcessLookupError:
+                    pass
+    return killed
+
+
+def _is_replica(pid: int) -> bool:
+    try:
+        return b"ServeReplica" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _kill_stragglers(marker: str, wait_s: float = 15) -> None:

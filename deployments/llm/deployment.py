@@ -9,6 +9,7 @@ deadline) cancels this generator, which aborts the request inside the engine.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import AsyncIterator
 
@@ -16,9 +17,11 @@ from deployments.llm.core import VLLMEngine
 from deployments.llm.streaming import coalesce
 from embassy.graph_types import GenerationDelta, GenerationRequest
 from embassy.settings import EmbassySettings
-from embassy.stack import offline_environment
+from embassy.stack import kill_orphaned_engines, offline_environment
 from models.prepare import prepare_model
 from models.registry import load_registry
+
+log = logging.getLogger("embassy.llm")
 
 
 @contextlib.contextmanager
@@ -54,6 +57,9 @@ class LLMDeployment:
                                  default_max_tokens=cfg.requests.max_completion_tokens_default,
                                  overrides=cfg.engine_overrides.get(model_id))
         self.stream_interval_s = cfg.requests.stream_batching_interval_ms / 1000
+        # A replica that died left its engine running: free its memory and cores first.
+        if killed := kill_orphaned_engines():
+            log.warning("killed %d engine processes left by a dead replica: %s", len(killed), killed)
         with _engine_processes_first(cfg.cluster.pin_services_to_reserved_cpu):
             await self.engine.start()
 
