@@ -951,13 +951,11 @@ def dns_serve(topology: Path = TopologyOpt, port: int = typer.Option(5353, "--po
             raise typer.Exit(2)
         geoip_db = build_geoip_db(topo.dns.subnets, state_dir / "subnets.mmdb")
     current = set(down) | (probe_down(topo) if health_interval > 0 else set())
-    try:
-        server = start_geodns(topo, state_dir / "pdns", port, geoip_db, current, address)
-    except RuntimeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
     console.print(f"geo-DNS for {topo.dns.zone} on {address}:{port} (down: {sorted(current) or 'none'})")
+    server = None
     try:
+        # Inside the try: a SIGTERM while PowerDNS starts stops it too (start_geodns).
+        server = start_geodns(topo, state_dir / "pdns", port, geoip_db, current, address)
         while True:
             time.sleep(health_interval if health_interval > 0 else 3600)
             now = set(down) | probe_down(topo)
@@ -966,10 +964,14 @@ def dns_serve(topology: Path = TopologyOpt, port: int = typer.Option(5353, "--po
                 server = start_geodns(topo, state_dir / "pdns", port, geoip_db, now, address)
                 console.print(f"regions down: {sorted(now) or 'none'}; zone re-rendered")
                 current = now
+    except RuntimeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 def main() -> None:
     try:

@@ -120,14 +120,18 @@ def start_geodns(topology: Topology, folder: Path, port: int, geoip_db: Path, do
                                start_new_session=True)
     dns = GeoDns(process, port, folder)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pdns_server exited with {process.returncode}; see {folder / 'pdns.log'}")
-        # Any reply, even one with no address, means the server is up.
-        if resolve(topology.dns.zone, "127.0.0.1" if address == "0.0.0.0" else address, port, timeout=0.5) \
-                is not None:
-            return dns
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"pdns_server exited with {process.returncode}; see {folder / 'pdns.log'}")
+            # Any reply, even one with no address, means the server is up.
+            if resolve(topology.dns.zone, "127.0.0.1" if address == "0.0.0.0" else address, port,
+                       timeout=0.5) is not None:
+                return dns
+            time.sleep(0.2)
+    except BaseException:  # interrupted while waiting (a supervisor's SIGTERM): no orphan
+        dns.stop()
+        raise
     dns.stop()
     raise RuntimeError(f"pdns_server did not answer on {address}:{port}; see {folder / 'pdns.log'}")
 

@@ -97,3 +97,37 @@ def test_dns_serve_command_probes_regions_and_stops_cleanly(topology, tmp_path):
         out = proc.communicate(timeout=20)[0]
     assert "down: ['ae', 'eu', 'in', 'sg', 'us']" in " ".join(out.split())
     assert resolve(topo.dns.zone, "127.0.0.1", port, CLIENT["DE"], timeout=0.5) is None  # PowerDNS is gone
+
+
+def _pdns_under(folder) -> list[int]:
+    """PowerDNS processes whose config lives under `folder`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except (OSError, ValueError):
+            continue
+        if b"pdns_server" in cmdline and str(folder).encode() in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def test_sigterm_while_powerdns_starts_leaves_no_orphan(topology, tmp_path):
+    """A supervisor stopping `embassy dns serve` before PowerDNS answers: PowerDNS runs in
+    its own session, so nothing else would ever stop it."""
+    _, db, _ = topology
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "embassy.cli", "dns", "serve", "--topology",
+                             str(PROJECT_ROOT / "cluster_configs" / "regions.yaml"), "--port", str(free_port()),
+                             "--geoip-db", str(db), "--health-interval", "0", "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not _pdns_under(state):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    deadline = time.monotonic() + 10
+    while _pdns_under(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _pdns_under(state) == []

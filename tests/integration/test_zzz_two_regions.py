@@ -20,6 +20,7 @@ from embassy.settings import load_settings
 from embassy.tenants import create_key
 from embassy.topology import load_topology
 from tests.conftest import DEFAULT_MODEL
+from tests.integration.conftest import stop_session_stack
 
 pytestmark = pytest.mark.e2e
 # Plain words, not identifiers: the guard would redact an ID-like canary before anything kept it.
@@ -60,6 +61,7 @@ def _region_config(tmp: Path, region: str, port: int, topology: Path, model_stor
 
 @pytest.fixture(scope="module")
 def regions(prepared_model, tmp_path_factory):
+    stop_session_stack()  # the machine to these two regions alone (see stop_session_stack)
     tmp = tmp_path_factory.mktemp("regions")
     ports = {"eu": stack.free_port(), "us": stack.free_port()}
     topology = _topology(tmp, ports)
