@@ -11,9 +11,13 @@ content_hash, prev, hash, content}`. `hash` is the SHA-256 of the record without
 and `content`; `content_hash` covers `content`, so an erasure can replace the content by a
 tombstone (`{"erased": true}`) and the chain still verifies, while any other edit of the
 content, of a field, a deleted, reordered or inserted record, or a cut-off tail does not.
-Checkpoints carry an HMAC (key from settings) over the last sequence number and hash of
-each batch; a log truncated below an acknowledged batch fails against them, and a forger
-without the key cannot write new ones.
+Checkpoints carry an HMAC (key from settings) over everything verification trusts in them
+(sequence number, hash, segment, anchor flag, time); a log truncated below an acknowledged
+batch fails against them, a forger without the key cannot write new ones, and a writer
+refuses to continue a chain that ends below its last signed checkpoint. `chains.jsonl` at
+the region's audit root is a signed registry of chains, so a chain deleted whole is found.
+Erasure takes the writer's lock (no record is lost to a concurrent append) and leaves a
+tombstone that names who erased and the erasure's own audit record.
 
 Durability: `append()` returns once its batch is written and fsynced (group commit: the
 records of concurrent requests share one fsync). Content is what the guard let through
@@ -33,7 +37,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 GENESIS = "0" * 64
-TOMBSTONE = {"erased": True}
+REGISTRY = "chains.jsonl"
+
+
+class AuditIntegrityError(RuntimeError):
+    """The trail on disk is not one this writer may continue (it says why and what to do)."""
+
+
+def tombstone(by: str, erasure_seq: int | None) -> dict:
+    return {"erased": True, "by": by, "erasure_record": erasure_seq, "ts": round(time.time(), 3)}
+
+
+def is_tombstone(content: Any) -> bool:
+    return isinstance(content, dict) and content.get("erased") is True
 
 
 def _canonical(obj: Any) -> bytes:
@@ -48,8 +64,33 @@ def content_hash(content: Any) -> str:
     return hashlib.sha256(_canonical(content)).hexdigest()
 
 
-def _sign(key: bytes, seq: int, last_hash: str) -> str:
-    return hmac.new(key, f"{seq}:{last_hash}".encode(), hashlib.sha256).hexdigest()
+def keyed_digest(key: bytes, content: Any) -> str:
+    """An HMAC of content a record may not keep: it proves a copy that an auditor holds
+    matches, and unlike a plain hash it cannot be found by hashing guesses (a short prompt
+    or an identifier has few enough values to try them all)."""
+    return hmac.new(key, b"content:" + _canonical(content), hashlib.sha256).hexdigest()
+
+
+def _sign(key: bytes, entry: dict) -> str:
+    """A checkpoint's or registry line's HMAC: over all of it but the HMAC itself."""
+    return hmac.new(key, b"signed:" + _canonical({k: v for k, v in entry.items() if k != "hmac"}),
+                    hashlib.sha256).hexdigest()
+
+
+def _signed(key: bytes, entry: dict) -> dict:
+    return {**entry, "hmac": _sign(key, entry)}
+
+
+def _verified(key: bytes, entry: dict) -> bool:
+    return hmac.compare_digest(str(entry.get("hmac", "")), _sign(key, entry))
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class AuditWriter:
@@ -72,9 +113,13 @@ class AuditWriter:
     # -- opening ---------------------------------------------------------------------
 
     def _open(self) -> None:
-        """Continue the chain from disk (a restarted writer picks up where it stopped)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Continue the chain from disk (a restarted writer picks up where it stopped), but
+        never from below its last signed checkpoint: that would re-issue sequence numbers
+        over records that were acknowledged and then lost."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _register(self.folder, self.key)
         segments = sorted(self.folder.glob("segment-*.jsonl"))
+        self._seq, self._last = 0, GENESIS
         if segments:
             self._segment = segments[-1]
             _drop_torn_tail(self._segment)
@@ -84,6 +129,12 @@ class AuditWriter:
                 self._seq, self._last = rec["seq"], rec["hash"]
         else:
             self._segment = self.folder / "segment-000001.jsonl"
+        signed = _last_signed_seq(self.folder)
+        if signed > self._seq:
+            raise AuditIntegrityError(
+                f"{self.folder}: the chain ends at seq {self._seq} but seq {signed} was written and signed; "
+                "records were lost. Restore the folder from backup, or move it aside to start a new chain "
+                "(`embassy audit verify` names the problem)")
         self._opened = True
 
     # -- appending -------------------------------------------------------------------
@@ -144,16 +195,10 @@ class AuditWriter:
             lines.append(_canonical(record) + b"\n")
             seqs.append(self._seq)
         self._rotate_if_full()
-        with open(self._segment, "ab") as f:
-            f.write(b"".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        checkpoint = {"seq": self._seq, "hash": self._last, "segment": self._segment.name, "ts": round(time.time(), 3)}
-        checkpoint["hmac"] = _sign(self.key, self._seq, self._last)
-        with open(self.folder / "checkpoints.jsonl", "ab") as f:
-            f.write(_canonical(checkpoint) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_line(self._segment, b"".join(lines))
+        checkpoint = _signed(self.key, {"seq": self._seq, "hash": self._last, "segment": self._segment.name,
+                                        "ts": round(time.time(), 3)})
+        _append_line(self.folder / "checkpoints.jsonl", _canonical(checkpoint) + b"\n")
         return seqs
 
     def _rotate_if_full(self) -> None:
@@ -172,13 +217,63 @@ class AuditWriter:
             if last is None or json.loads(last)["ts"] >= cutoff:
                 break
             rec = json.loads(last)
-            anchor = {"anchor": True, "seq": rec["seq"], "hash": rec["hash"], "segment": seg.name,
-                      "ts": round(time.time(), 3), "hmac": _sign(self.key, rec["seq"], rec["hash"])}
-            with open(self.folder / "checkpoints.jsonl", "ab") as f:
-                f.write(_canonical(anchor) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
+            anchor = _signed(self.key, {"anchor": True, "seq": rec["seq"], "hash": rec["hash"], "segment": seg.name,
+                                        "ts": round(time.time(), 3)})
+            _append_line(self.folder / "checkpoints.jsonl", _canonical(anchor) + b"\n")
             seg.unlink()
+
+
+def _last_signed_seq(folder: Path) -> int:
+    """The sequence number of the chain's last checkpoint (0: none yet)."""
+    path = folder / "checkpoints.jsonl"
+    if not path.exists():
+        return 0
+    last = _last_line(path)
+    return int(json.loads(last)["seq"]) if last else 0
+
+
+def _register(folder: Path, key: bytes) -> None:
+    """Enter a chain in its region's signed registry, once (under the registry's lock)."""
+    import fcntl
+
+    root = folder.parent
+    with open(root / ".registry.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.name in registered(root):
+            return
+        _append_line(root / REGISTRY, _canonical(_signed(key, {"chain": folder.name,
+                                                                "ts": round(time.time(), 3)})) + b"\n")
+
+
+def registered(root: Path) -> dict[str, dict]:
+    """Chain name -> its registry entry (signatures are checked by `verify_registry`)."""
+    path = Path(root) / REGISTRY
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            out.setdefault(entry.get("chain"), entry)
+    return out
+
+
+def verify_registry(root: Path, key: bytes) -> list[str]:
+    """Problems with the set of chains: a registry line that does not verify, a registered
+    chain that is gone (deleted whole), a chain on disk that was never registered."""
+    root = Path(root)
+    problems = []
+    path = root / REGISTRY
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not _verified(key, json.loads(line)):
+            problems.append(f"{path}:{number}: registry entry does not verify (edited, or another key)")
+    names = set(registered(root))
+    on_disk = {folder.name for folder in chains(root)}
+    problems += [f"{root / name}: registered chain is missing (deleted)" for name in sorted(names - on_disk)]
+    problems += [f"{root / name}: chain is not in {REGISTRY} (planted, or the registry was edited)"
+                 for name in sorted(on_disk - names)]
+    return problems
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -220,10 +315,20 @@ def _last_line(path: Path) -> str | None:
     return None
 
 
-def load_key(path: Path) -> bytes:
-    """The checkpoint key; made (32 random bytes, mode 0600) when the file does not exist."""
+def load_key(path: Path, create: bool = True) -> bytes:
+    """The checkpoint key; made (32 random bytes, mode 0600) when the file does not exist and
+    `create` (a region with no trail yet). A trail whose key is gone cannot be verified, and a
+    new key would hide that: refuse.
+
+    Raises:
+        AuditIntegrityError: the key file is missing and `create` is false.
+    """
     path = Path(path)
     if not path.exists():
+        if not create:
+            raise AuditIntegrityError(
+                f"the audit key {path} is missing, but an audit trail signed with it exists; restore the key "
+                "from backup (a new key could not verify the trail, and would hide its loss)")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -246,7 +351,8 @@ def writer_for(settings, name: str) -> AuditWriter | None:
 def key_for(settings) -> bytes:
     """The region's checkpoint key (`audit.key_file`, default <state_dir>/audit.key)."""
     a = settings.audit
-    return load_key(settings.resolve(a.key_file) if a.key_file else settings.resolve(settings.state_dir) / "audit.key")
+    path = settings.resolve(a.key_file) if a.key_file else settings.resolve(settings.state_dir) / "audit.key"
+    return load_key(path, create=not chains(settings.audit_root))
 
 
 # -- reading, verifying, erasing ------------------------------------------------------
@@ -280,11 +386,18 @@ def verify_chain(folder: Path, key: bytes) -> VerifyResult:
             if not line.strip():
                 continue
             cp = json.loads(line)
-            if not hmac.compare_digest(cp.get("hmac", ""), _sign(key, cp["seq"], cp["hash"])):
-                return VerifyResult(False, 0, f"{folder / 'checkpoints.jsonl'}:{number}: checkpoint signature "
-                                              "does not verify (edited, or signed with another key)")
+            where = f"{folder / 'checkpoints.jsonl'}:{number}"
+            if not _verified(key, cp):
+                return VerifyResult(False, 0, f"{where}: checkpoint signature does not verify (edited, or signed "
+                                              "with another key)")
+            same_kind = [c for c in checkpoints if bool(c.get("anchor")) == bool(cp.get("anchor"))]
+            if same_kind and cp["seq"] <= same_kind[-1]["seq"]:
+                return VerifyResult(False, 0, f"{where}: checkpoint seq {cp['seq']} does not follow "
+                                              f"{same_kind[-1]['seq']} (replayed or reordered)")
             checkpoints.append(cp)
     anchors = [cp for cp in checkpoints if cp.get("anchor")]
+    if anchors and (folder / anchors[-1]["segment"]).exists():
+        return VerifyResult(False, 0, f"{folder}: anchored segment {anchors[-1]['segment']} still exists")
     expected_prev = anchors[-1]["hash"] if anchors else GENESIS
     expected_seq = anchors[-1]["seq"] + 1 if anchors else 1
     by_seq = {cp["seq"]: cp["hash"] for cp in checkpoints if not cp.get("anchor")}
@@ -299,7 +412,7 @@ def verify_chain(folder: Path, key: bytes) -> VerifyResult:
             return VerifyResult(False, count, f"{where}: does not chain to the record before it")
         if record_hash(rec) != rec.get("hash"):
             return VerifyResult(False, count, f"{where}: record edited (its hash does not match)")
-        if rec.get("content") != TOMBSTONE and content_hash(rec.get("content")) != rec.get("content_hash"):
+        if not is_tombstone(rec.get("content")) and content_hash(rec.get("content")) != rec.get("content_hash"):
             return VerifyResult(False, count, f"{where}: content edited (content hash does not match)")
         if rec["seq"] in by_seq and by_seq[rec["seq"]] != rec["hash"]:
             return VerifyResult(False, count, f"{where}: differs from its signed checkpoint")
@@ -312,30 +425,39 @@ def verify_chain(folder: Path, key: bytes) -> VerifyResult:
     return VerifyResult(True, count)
 
 
-def erase_subject(root: Path, subject: str, tenant: str | None = None) -> int:
-    """Replace the content of every record about `subject` (of `tenant`, when given) with a
-    tombstone (the chain still verifies: hashes cover the content's hash, not the content).
+def erase_subject(root: Path, subject: str, tenant: str, by: str, erasure_seq: int | None) -> int:
+    """Replace the content of every record about `subject` of `tenant` (subject ids are per
+    tenant) with a tombstone naming `by` and the erasure's own record, `erasure_seq` (the
+    chain still verifies: hashes cover the content's hash, not the content). Each chain is
+    rewritten under its writer's lock, so an append cannot land between read and rename.
     Returns the count."""
+    import fcntl
+
     erased = 0
+    mark = tombstone(by, erasure_seq)
     for folder in chains(root):
-        for seg in sorted(folder.glob("segment-*.jsonl")):
-            lines = seg.read_bytes().splitlines(keepends=True)
-            changed = False
-            for i, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                if rec.get("subject") == subject and rec.get("content") != TOMBSTONE \
-                        and (tenant is None or rec.get("tenant") == tenant):
-                    rec["content"] = TOMBSTONE
-                    lines[i] = _canonical(rec) + b"\n"
-                    changed, erased = True, erased + 1
-            if changed:
-                tmp = seg.with_suffix(".tmp")
-                tmp.write_bytes(b"".join(lines))
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, seg)
+        with open(folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for seg in sorted(folder.glob("segment-*.jsonl")):
+                lines = seg.read_bytes().splitlines(keepends=True)
+                changed = False
+                for i, line in enumerate(lines):
+                    if not line.strip() or not line.endswith(b"\n"):
+                        continue
+                    rec = json.loads(line)
+                    if rec.get("subject") == subject and rec.get("tenant") == tenant \
+                            and not is_tombstone(rec.get("content")):
+                        rec["content"] = mark
+                        lines[i] = _canonical(rec) + b"\n"
+                        changed, erased = True, erased + 1
+                if changed:
+                    tmp = seg.with_suffix(".tmp")
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(b"".join(lines))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, seg)
     return erased
 
 

@@ -71,7 +71,7 @@ def _topology(path: Path):
         raise typer.Exit(2)
 
 
-def _audit_admin(settings, action: str, fields: dict) -> None:
+def _audit_admin(settings, action: str, fields: dict) -> int | None:
     """Record an admin action taken from the command line in the region's audit trail."""
     import socket
 
@@ -79,7 +79,8 @@ def _audit_admin(settings, action: str, fields: dict) -> None:
 
     writer = writer_for(settings, f"cli-{socket.gethostname()}")
     if writer is not None:
-        writer.write_sync("admin", action, fields={"by": "cli", **fields})
+        return writer.write_sync("admin", action, fields={"by": "cli", **fields})
+    return None
 
 
 def _prepare_models(settings) -> None:
@@ -733,10 +734,12 @@ def corpus_delete(tenant: str = typer.Option(None, "--tenant", "-t", help="Whose
 @app.command()
 def erase(subject: str = typer.Option(..., "--subject", help="The data subject's id."),
           region: str = typer.Option(..., "--region", "-r", help="Must match the config's region."),
-          tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's data (default: all)."),
+          tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant whose data subject this is "
+                                     "(subject ids are per tenant)."),
           config: Path = ConfigOpt) -> None:
-    """Remove a data subject's cache entries and documents in the region; print what was removed.
-    Exit 1 if a store could not be reached (the erasure is then incomplete: run it again)."""
+    """Remove a data subject's cache entries, documents and audit content in the region; print
+    what was removed. Exit 1 if a store could not be reached (the erasure is then incomplete:
+    run it again)."""
     import asyncio
     import re
 
@@ -746,7 +749,10 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
     if not re.match(r"^[A-Za-z0-9._:-]{1,128}$", subject):
         err.print("[red]--subject: 1-128 letters, digits or ._:-[/red]")
         raise typer.Exit(2)
+    _tenant_of(settings, tenant, config)
     out: dict = {"region": settings.region, "subject": subject, "tenant": tenant}
+    # The erasure's own record comes first: the tombstones name it.
+    requested = _audit_admin(settings, "erase.requested", {"subject": subject, "tenant": tenant})
 
     async def documents(store):
         removed = await store.delete_subject(subject, tenant)
@@ -761,7 +767,7 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
         async def cache_entries() -> int:
             cache = build_cache(cache_settings)
             try:
-                return await cache.invalidate(subject=subject, **({"tenant": tenant} if tenant else {}))
+                return await cache.invalidate(subject=subject, tenant=tenant)
             finally:
                 await cache.close()
         try:
@@ -778,7 +784,7 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
     if settings.audit.enabled:
         from embassy.audit import erase_subject
 
-        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject, tenant)
+        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject, tenant, "cli", requested)
     _audit_admin(settings, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
     print(json.dumps(out))
     if failed:

@@ -81,8 +81,26 @@ def check_artifacts(root: Path | None = None, required: tuple[str, ...] = ("embe
         raise PreflightError(str(exc)) from None
 
 
+def check_tenants(settings: EmbassySettings, config: Path) -> None:
+    """Every tenant's jurisdiction is one the topology has a policy for: the residency gate
+    would refuse its every request (403), so refuse to start instead."""
+    if settings.topology is None:
+        return
+    from embassy.errors import ConfigError
+    from embassy.topology import load_topology
+
+    try:
+        problems = load_topology(settings.resolve(settings.topology)).tenant_problems(settings.tenants)
+    except ConfigError as exc:
+        raise PreflightError(str(exc)) from None
+    if problems:
+        raise PreflightError(f"{config}: {problems[0]}; correct the tenant or add the code to the topology"
+                             + (f" ({len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
 def check_all(settings: EmbassySettings, config: Path) -> None:
     check_python()
+    check_tenants(settings, config)
     check_state_dir(settings, config)
     check_port(settings, config)
     check_artifacts(required=("embedder", "injection") + (("cache-verifier",) if settings.cache.enabled else ()))

@@ -73,7 +73,7 @@ class ResidencyGate:
         # union's, never the permissive default. A code the topology does not know is
         # refused, not served under that default.
         code, jurisdiction = jurisdiction, self.topology.jurisdiction_of(jurisdiction)
-        if jurisdiction not in self.topology.jurisdictions and self.topology.home_of(code) is None:
+        if not self.topology.knows(code):
             if jurisdiction_header is not None:
                 raise InvalidRequest(f"{SUBJECT_JURISDICTION_HEADER}: {code!r} is not a country or jurisdiction "
                                      "this deployment knows.", param=SUBJECT_JURISDICTION_HEADER)

@@ -85,6 +85,11 @@ class GraphSettings(_Strict):
 
 class RequestSettings(_Strict):
     max_body_bytes: PositiveInt = Field(1_048_576, description="Larger bodies get 413.")
+    # The guard's cost grows with the text it reads; these bound it before it runs (400).
+    # 32,000 characters is about 8,000 tokens, four times the default model's context.
+    max_message_chars: PositiveInt = Field(16_000, description="Longest message content a request may hold.")
+    max_request_chars: PositiveInt = Field(32_000, description="Most characters of all a request's messages.")
+    max_messages: PositiveInt = Field(256, description="Most messages a request may hold.")
     timeout_s: PositiveFloat = Field(120.0, description="Past this a request gets 504.")
     max_inflight: PositiveInt = Field(
         128, description="Requests the ingress admits at once; beyond, 429 with retry-after.")
@@ -133,6 +138,9 @@ class GuardrailSettings(_Strict):
     stream_hold_chars: PositiveInt = Field(
         48, description="Streamed text held back for the output check (the longest identifier).")
     max_guard_chars: PositiveInt = Field(20_000, description="Longest text /v1/guard accepts.")
+    screen_timeout_s: PositiveFloat = Field(
+        2.0, description="A screening that takes longer fails closed (503); it runs off the replica's "
+                         "event loop, so other requests' checks go on meanwhile.")
     groundedness_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
         0.37, description="An answer from retrieved passages whose least supported sentence scores lower "
                           "is flagged (chosen on half of the groundedness set; see benchmarks/RESULTS.md).")
@@ -202,6 +210,7 @@ class RetrieverSettings(_Strict):
     chunk_tokens: Annotated[int, Field(ge=32, le=256)] = Field(
         200, description="Most embedder tokens per chunk (the embedder reads 256 at most).")
     chunk_overlap: Annotated[int, Field(ge=0, le=128)] = Field(40, description="Tokens shared by neighbouring chunks.")
+    max_file_mb: PositiveFloat = Field(50.0, description="Larger files are reported and not read.")
     redact_documents: bool = Field(
         True, description="Apply the region's PII policy to ingested text: types it allows are kept, "
                           "the others replaced by a label such as [EMAIL].")

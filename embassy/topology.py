@@ -101,6 +101,18 @@ class Topology(_Strict):
             return t.residency
         return self.jurisdictions.get(jurisdiction, self.default_residency)
 
+    def knows(self, code: str) -> bool:
+        """A jurisdiction this topology has a policy for, a member of one, or a country with a
+        home region. Anything else would fall to `default_residency`, which is for countries
+        listed without a jurisdiction of their own, never for a code nobody wrote down."""
+        return self.jurisdiction_of(code) in self.jurisdictions or self.home_of(code) is not None
+
+    def tenant_problems(self, tenants: dict, where: str = "tenants") -> list[str]:
+        """Tenants (name -> settings with a `jurisdiction`) whose jurisdiction is unknown here."""
+        return [f"{where}.{name}.jurisdiction: {t.jurisdiction!r} is neither a jurisdiction nor a country "
+                f"of this topology (jurisdictions: {sorted(self.jurisdictions)})"
+                for name, t in tenants.items() if not self.knows(t.jurisdiction)]
+
     def home_of(self, country: str) -> str | None:
         return next((name for name, r in self.regions.items() if country in r.countries), None)
 
@@ -174,6 +186,7 @@ class Topology(_Strict):
             if not self.residency(j).allows(home):
                 out.append(f"regions.{home}.countries: {c} is a {j} jurisdiction country, whose data may "
                            f"not be processed in {home!r} (jurisdictions.{j}.process)")
+        out += self.tenant_problems(self.tenants)
         for name, t in self.tenants.items():
             if t.residency is not None:
                 for field in ("process", "store", "deny"):

@@ -98,47 +98,54 @@ class EmbassyGuardrail(Guardrail):
         return self.screen_input(request)
 
     def screen_input(self, request: GenerationRequest) -> GuardVerdict:
+        """Every message is the caller's (the operator's system prompt is added here, after
+        screening): each is PII-screened and scored for injection, whatever its role, since
+        an attack reads the same in a tool result or a system message as in a user turn.
+        The topic is the last user turn's: the caller's own system or tool messages ("You
+        are a helpful assistant", a search result) are rarely about the domain themselves."""
         g = self.settings.guardrail
         redaction = Redaction()
         policy = self.policy(request.ctx.tenant)
         normalized = [Message(m.role, normalize(m.content)) for m in request.messages]
         user = [m.content for m in normalized if m.role == "user"]
+        windows = [w for m in normalized for w in injection_windows(m.content)]
         # The encoder pass (ONNX Runtime, which releases the GIL) runs beside the PII
         # check (spaCy, which holds it): on 2 cores a 200-token prompt's input guard takes
         # 14 ms instead of 18.
-        encoded = self._pool.submit(self._encode, user) if user else None
+        encoded = self._pool.submit(self._encode, windows + user[-1:]) if windows else None
         messages, findings, blocked = [], [], set()
         for m in normalized:
+            result = self.pii.validate(m.content, {"policy": policy, "redaction": redaction})
             text = m.content
-            if m.role != "system":  # the operator's own prompt is not screened for PII
-                result = self.pii.validate(text, {"policy": policy, "redaction": redaction})
-                if result.outcome == "fail":
-                    blocked.update(result.metadata["blocked"])
-                    findings += [(s.reason, s.start, s.end) for s in result.error_spans]
-                    text = result.fix_value
+            if result.outcome == "fail":
+                blocked.update(result.metadata["blocked"])
+                findings += [(s.reason, s.start, s.end) for s in result.error_spans]
+                text = result.fix_value
             messages.append(Message(m.role, text))
         scores: dict[str, float] = {}
         if blocked:
             return GuardVerdict(False, "refuse", "pii", findings=tuple(findings))
-        if user:
+        embedding = None
+        if windows:
             embeddings, trunks = encoded.result()
             injection = [self.injection.validate(t, {"trunk": h, "threshold": g.injection_threshold})
-                         for t, h in zip(user, trunks)]
+                         for t, h in zip(windows, trunks)]
             scores["prompt_injection"] = round(max(r.metadata["score"] for r in injection), 4)
-            topic = self.topic.validate(user[-1], {"embedding": embeddings[-1]})
-            scores["topic"] = round(topic.metadata["score"], 4)
+            if user:
+                embedding = embeddings[-1]
+                topic = self.topic.validate(user[-1], {"embedding": embedding})
+                scores["topic"] = round(topic.metadata["score"], 4)
             if any(r.outcome == "fail" for r in injection):
                 return GuardVerdict(False, "refuse", "prompt_injection", scores=scores, findings=tuple(findings),
-                                    embedding=embeddings[-1])
-            if topic.outcome == "fail":
+                                    embedding=embedding)
+            if user and topic.outcome == "fail":
                 return GuardVerdict(False, "refuse", "off_topic", scores=scores, findings=tuple(findings),
-                                    embedding=embeddings[-1])
-        if g.system_prompt and not any(m.role == "system" for m in messages):
+                                    embedding=embedding)
+        if g.system_prompt:  # first, as the setting says, before any system message of the caller's
             messages.insert(0, Message("system", g.system_prompt))
         return GuardVerdict(True, "redact" if findings else "pass", "pii" if findings else None,
                             request=replace(request, messages=tuple(messages)), scores=scores,
-                            findings=tuple(findings), redactions=redaction.mapping,
-                            embedding=embeddings[-1] if user else None)
+                            findings=tuple(findings), redactions=redaction.mapping, embedding=embedding)
 
     # -- output ------------------------------------------------------------------------
 
@@ -185,6 +192,31 @@ class EmbassyGuardrail(Guardrail):
                                 findings=tuple((s.reason, s.start, s.end) for s in spans), unsupported=unsupported)
         return GuardVerdict(True, "pass", "ungrounded" if unsupported else None, text=out, consumed=cut,
                             scores=scores, unsupported=unsupported)
+
+
+# The encoder reads 256 tokens and drops the rest; longer texts are scored in windows that
+# it reads whole, overlapping so that an attack on a window's edge is whole in the next one.
+# Small windows, so an attack is most of its window: with an attack put in the middle or at
+# the end of each of the 8 customs documents of tests/data/customs_corpus, windows of 400
+# characters caught 13 of 16 (900: 6, 600: 8); benign documents flagged: 4 of 8 (900 and
+# unwindowed: 3). The classifier misreads long documents either way (issue 16).
+WINDOW_CHARS, WINDOW_OVERLAP = 400, 150
+
+
+def injection_windows(text: str) -> list[str]:
+    """`text` whole when the encoder reads it whole, else overlapping windows cut at spaces."""
+    if len(text) <= WINDOW_CHARS:
+        return [text] if text.strip() else []
+    out, start = [], 0
+    while start < len(text):
+        end = min(start + WINDOW_CHARS, len(text))
+        if end < len(text):  # cut at the last space, unless the window has none
+            end = text.rfind(" ", start + WINDOW_CHARS // 2, end) if " " in text[start + WINDOW_CHARS // 2:end] else end
+        out.append(text[start:end])
+        if end == len(text):
+            break
+        start = max(end - WINDOW_OVERLAP, start + 1)
+    return out
 
 
 def _mask(text: str, spans) -> str:

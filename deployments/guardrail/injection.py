@@ -63,8 +63,8 @@ FEATURES: tuple[tuple[str, re.Pattern], ...] = (
     ("jailbreak", re.compile(r"\b(jailbreak|DAN|do anything now|developer mode|no restrictions|"
                              r"unfiltered|uncensored|without (any )?(limits|restrictions|filters))\b", _I)),
     ("spoofed_delimiter", re.compile(
-        r"(<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^\s*(system|assistant)\s*:|###\s*(system|instruction)"
-        r"|```\s*system|</?(system|instructions?)>)", _I | re.MULTILINE)),
+        r"(<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^[ \t]{0,8}(system|assistant)[ \t]{0,8}:"
+        r"|###\s{0,8}(system|instruction)|```\s{0,8}system|</?(system|instructions?)>)", _I | re.MULTILINE)),
     ("praise_then_pivot", re.compile(
         r"\b(well done|great job|that was (ok|good|great)|fantastic|excellent|sehr gut|gut gemacht|"
         r"das war schon mal)\b.{0,80}\b(but|now|jetzt|aber|nun)\b", _I)),

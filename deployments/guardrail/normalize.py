@@ -1,8 +1,8 @@
 """Text normalization before detection, so that obfuscated identifiers are still caught.
 
 NFKC folds full-width digits and letters ("４１１１" -> "4111") and compatibility forms;
-zero-width and bidirectional control characters, which render as nothing but split a
-number for a regex, are removed.
+characters that render as nothing but split a number for a regex are removed: zero-width
+and bidirectional controls, tag characters, joiners, variation selectors and fillers.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Zero-width (U+200B-U+200D, U+2060, U+FEFF), soft hyphen, and bidi controls
-# (U+200E/F, U+202A-U+202E, U+2066-U+2069).
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Soft hyphen, Arabic letter mark, combining grapheme joiner (U+034F), Hangul and Mongolian
+# fillers and selectors, zero-width (U+200B-U+200D, U+2060, U+FEFF), word joiner and invisible
+# operators (U+2060-U+2064), bidi controls (U+200E/F, U+202A-U+202E, U+2066-U+2069), variation
+# selectors (U+FE00-U+FE0F, U+E0100-U+E01EF) and tag characters (U+E0000-U+E007F).
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u2064\u2066-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0"
+                        "\U000e0000-\U000e007f\U000e0100-\U000e01ef]")
 
 
 def normalize(text: str) -> str:

@@ -83,10 +83,10 @@ _STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|
                  r"Ramp|Rapids?|Rest|Route|Run|Shoal|Spur|Squares|Stream|Stravenue|Streets|Throughway|"
                  r"Trace|Trail|Village|Ville")
 # Street names whose type is a suffix of one word (German, Nordic, Dutch ...).
-_STREET_SUFFIX = r"[A-ZÀ-Þa-zà-þ][\w'’-]*(?:strasse|straße|str\.|gasse|weg|allee|platz|damm|gatan|vägen|" \
+_STREET_SUFFIX = r"[A-ZÀ-Þa-zà-þ][\w'’-]{0,30}(?:strasse|straße|str\.|gasse|weg|allee|platz|damm|gatan|vägen|" \
                  r"gade|vej|veien|katu|kuja|braut|gata|laan|straat|plein|gracht|útja|utca)"
 _STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Rua|Carrer|ul\.|ulica|Av\.)"
-_CAP = r"[A-ZÀ-Þ][\w'’.-]*"
+_CAP = r"[A-ZÀ-Þ][\w'’.-]{0,30}"
 _UNIT = r"(?:,?\s*(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.?|Box)\s*\d+\w?)?"
 _ADDRESS = re.compile(
     rf"\b\d{{1,6}}(?:\s+\d{{1,5}})?\s+(?:{_CAP}\s+){{0,4}}(?:{_STREET_WORDS})\b(?:\s+\d{{1,5}}\b)?{_UNIT}"
@@ -94,14 +94,14 @@ _ADDRESS = re.compile(
     rf"|\b(?:\d{{1,6}}\s+){{0,2}}(?i:{_STREET_PREFIX})\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
     rf"|\b(?:Apt\.?|Apartment|Suite|Unit)\s+\d{{1,5}}\b"
     # house number (or postcode), a street name of one to three words, a number: "91215 Harjukuja 54"
-    rf"|\b\d{{3,5}}\s+{_CAP}(?:\s+[\w'’.-]+){{0,2}}\s+\d{{1,5}}\b(?![.,]\d){_UNIT}"
+    rf"|\b\d{{3,5}}\s+{_CAP}(?:\s+[\w'’.-]{{1,30}}){{0,2}}\s+\d{{1,5}}\b(?![.,]\d){_UNIT}"
     # military and diplomatic mail: "USNS Sekerková FPO AA 65728", "Unit 7194 Box 5854 DPO AE 73472"
-    rf"|(?i:\b(?:USNS|USNV|USS|USCGC)\s+[\w'’-]+(?:\s+[\w'’-]+)?\s+FPO\s+A[AEP]\s+\d{{5}}\b)"
+    rf"|(?i:\b(?:USNS|USNV|USS|USCGC)\s+[\w'’-]{1,30}(?:\s+[\w'’-]{1,30})?\s+FPO\s+A[AEP]\s+\d{{5}}\b)"
     rf"|(?i:\b(?:PSC|Unit)\s+\d{{4}},?\s+Box\s+\d{{4}}\s+[AD]PO\s+A[AEP]\s+\d{{5}}\b)"
     rf"|\b(?:P\.?\s?O\.?\s+Box|PSC|Unit)\s+\d{{3,5}}(?:,?\s+Box\s+\d{{3,5}})?")
 
 _PATTERNS: tuple[_Pattern, ...] = (
-    _Pattern("EMAIL", re.compile(r"\b[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b"), priority=5),
+    _Pattern("EMAIL", re.compile(r"\b[\w.+%-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[A-Za-z]{2,24}\b"), priority=5),
     _Pattern("IBAN", re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?\b"),
              lambda m: checksums.iban(m.group(0)), priority=5),
     _Pattern("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){11,18}\d\b"),
@@ -121,10 +121,10 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("IP_ADDRESS", re.compile(
         r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"),
         _ip, priority=4),
-    _Pattern("PASSPORT", re.compile(r"(?i:passport)(?:\s+(?:no\.?|number|num\.?|#))?\s*[:#]?\s*([A-Z0-9]{6,9})\b"),
+    _Pattern("PASSPORT", re.compile(r"(?i:passport)(?:\s{1,3}(?:no\.?|number|num\.?|#))?\s{0,3}[:#]?\s{0,3}([A-Z0-9]{6,9})\b"),
              lambda m: any(c.isdigit() for c in m.group(1)), group=1, priority=5),
     _Pattern("DATE_OF_BIRTH", re.compile(
-        r"(?i:\b(?:born(?:\s+on)?|date\s+of\s+birth|d\.?o\.?b\.?|birth\s*date|birthday)\b)\s*[:,]?\s*"
+        r"(?i:\b(?:born(?:\s+on)?|date\s+of\s+birth|d\.?o\.?b\.?|birth\s*date|birthday)\b)\s{0,3}[:,]?\s{0,3}"
         r"(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}(?:st|nd|rd|th)?\s+[A-Za-z]{3,9}\.?,?\s+\d{4}"
         r"|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"), group=1, priority=5),
     _Pattern("PHONE", re.compile(
@@ -140,7 +140,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
              lambda m: m.group(1) in _countries(), group=2, priority=3),
     # After words that introduce an address, a capitalised name and a number: "lives on Peter Zuidhove 188".
     _Pattern("ADDRESS", re.compile(rf"\b(?:lives|lived|located|is|are|station|office|shop) (?:on|at) "
-                                   rf"({_CAP}(?:\s+[\w'’-]+){{0,3}}\s+\d{{1,5}}\b)"), group=1, priority=3),
+                                   rf"({_CAP}(?:\s+[\w'’-]{{1,30}}){{0,3}}\s+\d{{1,5}}\b)"), group=1, priority=3),
 )
 
 _PERSON_STOP = {"i", "you", "he", "she", "we", "they", "hi", "hello", "dear", "mr", "mrs", "ms", "dr",
@@ -157,11 +157,11 @@ _NOT_NAMES = {"Will", "May", "June", "April", "August", "Grace", "Hope", "Joy", 
               "Invoice", "Can", "Danish", "German", "French", "English", "Campo", "Princess", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
 # After "my name is" a name may be lower case; after the weaker cues it must be capitalised.
 _NAME_TRIGGER = re.compile(
-    r"(?i:\b(?:my name is|name is|call me|name:|last name\?|surname\?)\s+)([A-Za-zÀ-ÿ'’-]{2,}(?:\s+[A-Z][A-Za-zÀ-ÿ'’.-]+)?)"
-    r"|(?i:\b(?:named|called|i am|i'm|dear|mr\.?|mrs\.?|ms\.?|dr\.?|prof\.?|regards,?)\s+)"
-    r"([A-ZÀ-Þ][a-zà-ÿ'’-]+(?:\s+[A-Z][A-Za-zÀ-ÿ'’.-]+)?)")
-_SURNAMES = re.compile(r"(?:\s(?:[A-Z]\.|[A-ZÀ-Þ][\w'’-]+)){0,2}")
-_CAPWORD = re.compile(r"\b[A-ZÀ-Þ][a-zà-ÿ'’-]{2,}\b")
+    r"(?i:\b(?:my name is|name is|call me|name:|last name\?|surname\?)\s{1,3})([A-Za-zÀ-ÿ'’-]{2,40}(?:\s{1,3}[A-Z][A-Za-zÀ-ÿ'’.-]{1,40})?)"
+    r"|(?i:\b(?:named|called|i am|i'm|dear|mr\.?|mrs\.?|ms\.?|dr\.?|prof\.?|regards,?)\s{1,3})"
+    r"([A-ZÀ-Þ][a-zà-ÿ'’-]{1,40}(?:\s{1,3}[A-Z][A-Za-zÀ-ÿ'’.-]{1,40})?)")
+_SURNAMES = re.compile(r"(?:\s(?:[A-Z]\.|[A-ZÀ-Þ][\w'’-]{1,40})){0,2}")
+_CAPWORD = re.compile(r"\b[A-ZÀ-Þ][a-zà-ÿ'’-]{2,40}\b")
 
 
 @lru_cache(maxsize=1)
@@ -274,9 +274,9 @@ class PiiDetector:
 
 # A sentence ends at . ! ? before a space (not after an initial or a title: "Mr. J. Doe"),
 # or at a line break.
-_SENTENCE_END = re.compile(r"(?<![\s.][A-Za-z])(?<!\b(?:Mr|Ms|Dr|St|Jr|Sr))(?<!\bMrs|\bPro)[.!?]+(?=\s)|\n")
-_CAPITALISED = re.compile(r"\b[A-ZÀ-Þ][a-zà-ÿ'’-]+")
-_LOWER_WORD = re.compile(r"\b[a-zà-ÿ][a-zà-ÿ'’-]{2,}")
+_SENTENCE_END = re.compile(r"(?<![\s.][A-Za-z])(?<!\b(?:Mr|Ms|Dr|St|Jr|Sr))(?<!\bMrs|\bPro)[.!?]{1,8}(?=\s)|\n")
+_CAPITALISED = re.compile(r"\b[A-ZÀ-Þ][a-zà-ÿ'’-]{1,40}")
+_LOWER_WORD = re.compile(r"\b[a-zà-ÿ][a-zà-ÿ'’-]{2,40}")
 _CALENDAR = frozenset("January February March April May June July August September October November December "
                       "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split())
 

@@ -66,6 +66,8 @@ async def read_json(request: Request, limit: int) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("The request body is not valid JSON.") from None
+    except RecursionError:  # deeper than the parser's stack: no valid request nests like that
+        raise InvalidRequest("The request body nests too deeply.") from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -142,10 +144,18 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         -> the guard's verdict (with `context`, an output's groundedness)."""
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
-            tenant = service.keys.authenticate(request.headers.get("authorization"))
+            # A tenant's key screens with its own policy; an operator's names the tenant and
+            # also gets the exact scores (for tenants they would be an oracle to tune attacks).
+            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
+            jurisdiction = request.headers.get(SUBJECT_JURISDICTION_HEADER)
+            if caller is not None:  # residency before a byte of the body, as for chat
+                await service.residency.admit(caller, jurisdiction, request.headers.get(SUBJECT_ID_HEADER))
             data = await read_json(request, service.settings.requests.max_body_bytes)
             if not isinstance(data, dict) or not isinstance(data.get("text"), str):
                 raise InvalidRequest("'text' must be a string.", param="text")
+            tenant = caller or service.named_tenant(data.get("tenant"))
+            if caller is None:
+                await service.residency.admit(tenant, jurisdiction, request.headers.get(SUBJECT_ID_HEADER))
             direction = data.get("direction", "input")
             if direction not in ("input", "output"):
                 raise InvalidRequest("'direction' must be 'input' or 'output'.", param="direction")
@@ -154,7 +164,8 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                 raise InvalidRequest("'context' must be a list of strings.", param="context")
             if context and direction != "output":
                 raise InvalidRequest("'context' applies to direction 'output'.", param="context")
-            return JSONResponse(await service.guard(tenant, data["text"], direction, request_id, tuple(context)))
+            return JSONResponse(await service.guard(tenant, data["text"], direction, request_id, tuple(context),
+                                                    scores=caller is None))
         except Exception as exc:
             return error_response(exc, request_id)
 

@@ -9,7 +9,6 @@ one Ray hop (LLM -> ingress) rather than one per node.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +24,12 @@ from deployments.cache.scope import scope_of
 from deployments.ingress.protocol import ChatCompletionRequest
 from deployments.retriever.prompt import grounded_request
 from embassy import metrics
-from embassy.errors import ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
+from embassy.errors import ConfigError, ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
     RequestTimeout, ServiceUnavailable
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
 from embassy.placeholders import restore
-from embassy.audit import erase_subject, writer_for
+from embassy.audit import erase_subject, keyed_digest, writer_for
 from embassy.drift import DriftDetector
 from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
@@ -168,6 +167,8 @@ class ChatService:
         self._flights = MissFlights()
         self._corpus_versions: dict[str, str] = {}  # tenant -> last version the retriever reported
         topology = load_topology(settings.resolve(settings.topology)) if settings.topology else None
+        if topology is not None and (problems := topology.tenant_problems(settings.tenants)):
+            raise ConfigError("tenants the topology cannot place\n" + "\n".join(problems))
         self.residency = ResidencyGate(topology, settings.region)
         self.audit = writer_for(settings, f"ingress-{socket.gethostname()}-{os.getpid()}")
         d = settings.drift
@@ -203,7 +204,26 @@ class ChatService:
 
     # -- the graph walk ----------------------------------------------------------------
 
+    def _check_sizes(self, body: ChatCompletionRequest) -> None:
+        """Bound what the guard will read, before it reads any of it (its time grows with it)."""
+        r = self.settings.requests
+        if len(body.messages) > r.max_messages:
+            raise InvalidRequest(f"A request may hold at most {r.max_messages} messages; this one has "
+                                 f"{len(body.messages)}.", param="messages", code="array_above_max_length")
+        total = 0
+        for i, m in enumerate(body.messages):
+            n = len(m.text())
+            if n > r.max_message_chars:
+                raise InvalidRequest(f"messages[{i}].content has {n} characters; a message may hold at most "
+                                     f"{r.max_message_chars}.", param=f"messages.{i}.content",
+                                     code="string_above_max_length")
+            total += n
+        if total > r.max_request_chars:
+            raise InvalidRequest(f"The messages hold {total} characters; a request may hold at most "
+                                 f"{r.max_request_chars}.", param="messages", code="string_above_max_length")
+
     def _generation_request(self, ctx: RequestContext, body: ChatCompletionRequest) -> GenerationRequest:
+        self._check_sizes(body)
         limit = body.completion_limit
         context = self.context_lengths[body.model]
         if limit is not None and limit > context:
@@ -238,8 +258,8 @@ class ChatService:
         verdict = await self._timed(timings, "guardrail_input", self.nodes.check_input(request))
         trace["guard"] = {"action": verdict.action, "category": verdict.category}
         trace["_embedding"] = verdict.embedding  # for drift; not written to the audit record
-        if not verdict.allowed:  # the refused text is kept only as a hash
-            trace["prompt_sha256"] = hashlib.sha256(request.messages[-1].content.encode()).hexdigest()
+        if not verdict.allowed:  # the refused text is kept only as a keyed digest
+            trace["_refused_prompt"] = request.messages[-1].content
             raise ContentFiltered(verdict.category or "policy")
         request = verdict.request or request
         trace["prompt"] = request.messages[-1].content  # as the guard let it through: redacted
@@ -325,6 +345,12 @@ class ChatService:
         fields = {"model": model, "status": status,
                   "jurisdiction": admission.jurisdiction if admission else (tenant.jurisdiction if tenant else None),
                   **{k: v for k, v in trace.items() if k not in ("prompt", "answer") and not k.startswith("_")}}
+        if "_refused_prompt" in trace:
+            fields["prompt_hmac"] = keyed_digest(self.audit.key, trace["_refused_prompt"])
+        if content and admission is not None and not admission.may_store:
+            # Processed here, but the subject's data may not be kept here: metadata only.
+            fields["content_hmac"] = keyed_digest(self.audit.key, content)
+            content = {}
         try:
             await self.audit.append("request", "chat.completion", tenant=tenant.id if tenant else None,
                                     request_id=request_id, subject=admission.subject if admission else None,
@@ -381,25 +407,34 @@ class ChatService:
             for problem in broken:
                 log.error("audit chain broken: %s", problem)
 
-    async def audit_admin(self, caller: Tenant | None, action: str, fields: dict[str, Any]) -> None:
+    async def audit_admin(self, caller: Tenant | None, action: str, fields: dict[str, Any]) -> int | None:
         if self.audit is not None:
-            await self.audit.append("admin", action, tenant=caller.id if caller else None,
-                                    fields={"by": "tenant" if caller else "operator", **fields})
+            return await self.audit.append("admin", action, tenant=caller.id if caller else None,
+                                           fields={"by": "tenant" if caller else "operator", **fields})
+        return None
 
     async def erase(self, caller: Tenant | None, data: dict[str, Any]) -> dict[str, Any]:
-        """`POST /v1/admin/erase`: a data subject's cache entries and documents in this
-        region. An operator key erases across tenants; a tenant key within its own."""
+        """`POST /v1/admin/erase`: a data subject's cache entries, documents and audit content
+        in this region. A tenant key erases its own subjects; an operator key names the
+        tenant (`"tenant"`): subject ids are per tenant, never matched across tenants."""
         subject = data.get("subject")
         if not isinstance(subject, str) or not _SUBJECT.match(subject):
             raise InvalidRequest("'subject' must be 1-128 letters, digits or ._:-", param="subject")
-        unknown = sorted(set(data) - {"subject"})
+        unknown = sorted(set(data) - {"subject", "tenant"})
         if unknown:
             raise InvalidRequest(f"Unknown field(s) {unknown}.", param=unknown[0])
-        tenant = caller.id if caller is not None else None
-        match = {"subject": subject, **({"tenant": tenant} if tenant else {})}
-        entries = await self.nodes.invalidate_cache(match)
+        if caller is None:  # subject ids are per tenant: an operator names whose
+            tenant = self.named_tenant(data.get("tenant")).id
+        elif data.get("tenant", caller.id) != caller.id:
+            raise PermissionDenied("A tenant key may erase only its own data subjects.", param="tenant")
+        else:
+            tenant = caller.id
+        # The erasure's own record first: the tombstones name it and who asked.
+        requested = await self.audit_admin(caller, "erase.requested", {"subject": subject, "tenant_erased": tenant})
+        entries = await self.nodes.invalidate_cache({"subject": subject, "tenant": tenant})
         documents = await self.nodes.erase_documents(subject, tenant)
-        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject, tenant) \
+        by = f"tenant:{caller.id}" if caller is not None else "operator"
+        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject, tenant, by, requested) \
             if self.audit is not None else 0
         log.info("erased data subject in region %s: %d cache entries, %d documents, %d audit records",
                  self.region, entries, len(documents), records)
@@ -415,15 +450,26 @@ class ChatService:
         context = tuple(passage.text for passage in p.model_request.passages)  # what the model read
         return self.nodes.check_output(p.ctx, text, p.guard_input.redactions, final, sent, system_prompts, context)
 
+    def named_tenant(self, name: Any) -> Tenant:
+        """The tenant an operator's call acts for (`"tenant"` in its body)."""
+        tenant = self.keys.tenants.get(name) if isinstance(name, str) else None
+        if tenant is None:
+            raise InvalidRequest("An operator key must name a configured tenant in 'tenant'.", param="tenant")
+        return tenant
+
     async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str,
-                    context: tuple[str, ...] = ()) -> dict[str, Any]:
-        """`POST /v1/guard`: screen one text with the region's guard, for this tenant."""
+                    context: tuple[str, ...] = (), scores: bool = False) -> dict[str, Any]:
+        """`POST /v1/guard`: screen one text with the region's guard, for this tenant.
+        `scores`: the exact scores (operators); else only groundedness, which grades the
+        caller's own answer and tells nothing about how to pass the input checks."""
         limit = self.settings.guardrail.max_guard_chars
         if len(text) > limit or sum(map(len, context)) > limit:
             raise InvalidRequest(f"'text' and 'context' may hold {limit} characters each.", param="text")
         ctx = RequestContext(request_id, tenant.id, self.region, tenant.jurisdiction)
-        return {"request_id": request_id, "direction": direction,
-                **await self.nodes.guard(ctx, text, direction, context)}
+        verdict = await self.nodes.guard(ctx, text, direction, context)
+        if not scores and "scores" in verdict:
+            verdict["scores"] = {k: v for k, v in verdict["scores"].items() if k == "groundedness"}
+        return {"request_id": request_id, "direction": direction, **verdict}
 
     def _embassy_field(self, p: _Prepared, output: GuardVerdict | None,
                        final: GuardVerdict | None = None) -> dict[str, Any]:
@@ -445,8 +491,8 @@ class ChatService:
                           "unsupported": list(final.unsupported) if final else [],
                           "answered_by": ("cache" if p.cache.status == "hit" else
                                           "no_answer_text" if p.canned is not None else "model")},
-            "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category,
-                                    "scores": p.guard_input.scores},
+            # The verdict, not its scores: exact scores would let a caller tune an attack.
+            "guardrail": {"input": {"action": p.guard_input.action, "category": p.guard_input.category},
                           "output": ({"action": output.action, "category": output.category}
                                      if output else None)},
         }

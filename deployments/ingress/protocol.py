@@ -53,6 +53,24 @@ class JSONSchemaFormat(BaseModel):
     json_schema: dict = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
+    @field_validator("json_schema")
+    @classmethod
+    def _bounded_depth(cls, v: dict) -> dict:
+        # The engine compiles the schema into a grammar; a deep one costs it dearly.
+        if _depth(v) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+        return v
+
+
+MAX_SCHEMA_DEPTH = 32
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if level > MAX_SCHEMA_DEPTH:  # stop early: the caller only needs "too deep"
+        return level
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_depth(c, level + 1) for c in children), default=level)
+
 
 class ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]

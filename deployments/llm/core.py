@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -147,7 +148,10 @@ class VLLMEngine(LLMEngine):
             raise ServiceUnavailable("The model is not available right now. Please retry.")
         prompt_ids = self.prompt_token_ids(request)
         params = self._sampling_params(request, len(prompt_ids))
-        request_id = request.ctx.request_id
+        # The engine's own id: vLLM aborts every request sharing an id, and the client's
+        # x-request-id is the client's to choose (kept for correlation in logs and audit).
+        request_id = uuid.uuid4().hex
+        log.debug("request %s runs in the engine as %s", request.ctx.request_id, request_id)
         model = self.manifest.id
         finished = False
         metrics.LLM_RUNNING.labels(model).inc()

@@ -66,14 +66,40 @@ class DocumentRedactor:
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """Files named, and files of readable types found under folders named (sorted)."""
+    """Files named, and files of readable types found under folders named (sorted). Links
+    are kept here and judged by `_refusal`: one leading out of its tree is reported, not read."""
     files: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+        if p.is_dir() and not p.is_symlink():
+            # os.walk never descends through a linked folder (followlinks=False)
+            found = sorted(Path(folder) / n for folder, _, names in os.walk(p) for n in names
+                           if Path(n).suffix.lower() in SUFFIXES)
         else:
-            files.append(p)
+            found = [p]
+        files += [f for f in found if f not in files]
     return files
+
+
+def _below(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _refusal(path: Path, roots: list[Path], max_bytes: int) -> str | None:
+    """Why a file is not read, if it is not: a link out of the tree it was found in (or, for
+    a file named itself, out of its folder), or a file over the size limit."""
+    if path.is_symlink() or any(part.is_symlink() for part in path.parents):
+        target = path.resolve()
+        root = next(r for r in roots if _below(path, r))
+        tree = (root if root.is_dir() and not root.is_symlink() else root.parent).resolve()
+        if not target.is_relative_to(tree):
+            return "a symbolic link out of the folder being ingested; not followed"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if size > max_bytes:
+        return f"{size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB (retriever.max_file_mb)"
+    return None
 
 
 def source_of(path: Path) -> str:
@@ -95,9 +121,12 @@ async def ingest(paths: list[Path], store: VectorStore, tenant: str, embed, sett
     report = IngestReport()
     known = {d.document_id: d for d in await store.documents(tenant)}
     shape = f"{settings.chunk_tokens}/{settings.chunk_overlap}/{redact.signature if redact else 'keep'}/{subject}"
+    max_bytes = int(settings.max_file_mb * 2**20)
     for path in expand(paths):
         source = source_of(path)
         try:
+            if (reason := _refusal(path, paths, max_bytes)) is not None:
+                raise UnreadableDocument(reason)
             data = path.read_bytes()
             content_hash = hashlib.sha256(data + b"\x00" + shape.encode()).hexdigest()[:32]
             doc_id = document_id_for(tenant, source)
@@ -111,8 +140,10 @@ async def ingest(paths: list[Path], store: VectorStore, tenant: str, embed, sett
             pieces = split(text, settings.chunk_tokens, settings.chunk_overlap)
             if not pieces:
                 raise UnreadableDocument("no text in the file")
-        except (UnreadableDocument, OSError) as exc:
-            report.failed.append((source, getattr(exc, "message", None) or str(exc)))
+        except Exception as exc:  # one bad file is reported with its reason; the rest go on
+            reason = exc.message if isinstance(exc, UnreadableDocument) else \
+                (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"could not be read ({type(exc).__name__})"
+            report.failed.append((source, reason))
             if progress:
                 progress("failed", 1)
             continue

@@ -73,4 +73,6 @@ def _pdf(data: bytes) -> str:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise UnreadableDocument(f"corrupt PDF: {exc}") from None
+    except Exception as exc:  # pypdf raises more than it documents on hostile files
+        raise UnreadableDocument(f"unreadable PDF ({type(exc).__name__})") from None
     return "\n\n".join(pages)

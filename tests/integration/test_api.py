@@ -165,6 +165,25 @@ def test_413_body_over_the_limit(live):
     assert_openai_error(post(live, big), 413, "payload_too_large")
 
 
+def test_a_reused_request_id_cannot_cancel_another_callers_request(live):
+    """The engine gets a server-made id: a second request with the same x-request-id and a
+    short deadline is aborted alone, and the first one runs to its end."""
+    body = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 48, "ignore_eos": True, "temperature": 0.7}
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {live.key}",
+                                                           "x-request-id": "shared-id-1"}) as c:
+            first = asyncio.create_task(c.post(f"{live.url}/v1/chat/completions", json=body))
+            await asyncio.sleep(1.0)  # the first is generating
+            second = await c.post(f"{live.url}/v1/chat/completions", json={**body, "max_tokens": 2000},
+                                  headers={"x-embassy-timeout-ms": "300"})
+            return await first, second
+    first, second = asyncio.run(run())
+    assert_openai_error(second, 504, "timeout")
+    assert first.status_code == 200, first.text
+    assert first.json()["usage"]["completion_tokens"] == 48 and first.headers["x-request-id"] == "shared-id-1"
+
+
 def test_504_past_the_request_timeout(live):
     body = {"model": DEFAULT_MODEL, "messages": USER, "max_tokens": 2000, "ignore_eos": True,
             "temperature": 0.7}

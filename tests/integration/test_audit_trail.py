@@ -34,7 +34,7 @@ def test_requests_leave_verifiable_redacted_records(live):
     assert served["fields"]["status"] == 200 and served["tenant"] == "acme"
     assert "<EMAIL_1>" in served["content"]["prompt"] and CANARY_EMAIL not in served["content"]["prompt"]
     assert blocked["fields"]["status"] == 400 and blocked["fields"]["guard"]["category"] == "prompt_injection"
-    assert blocked["content"] is None and "prompt_sha256" in blocked["fields"]
+    assert blocked["content"] is None and len(blocked["fields"]["prompt_hmac"]) == 64
     everything = b"".join(p.read_bytes() for folder in chains(root) for p in folder.iterdir() if p.is_file())
     for canary in (CANARY_EMAIL, CANARY_PHONE, "Ignore all previous instructions"):
         assert canary.encode() not in everything, canary

@@ -49,7 +49,7 @@ def test_erase_removes_the_subjects_cache_entries_and_documents_only(tmp_path, v
             return b"".join(p.read_bytes() for p in (tmp_path / "state" / "vectors").rglob("*") if p.is_file())
         assert CANARY.encode() in on_disk()  # the scan below can see the text
 
-        result = runner.invoke(app, ["erase", "--subject", "cust-42", "--region", "eu", "-c", str(config)])
+        result = runner.invoke(app, ["erase", "--subject", "cust-42", "--region", "eu", "-t", "acme", "-c", str(config)])
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
         assert report["cache_entries_removed"] == 1 and report["chunks_removed"] >= 1
@@ -61,7 +61,7 @@ def test_erase_removes_the_subjects_cache_entries_and_documents_only(tmp_path, v
         stats = json.loads(runner.invoke(app, ["corpus", "stats", "-t", "acme", "--json", "-c", str(config)]).stdout)
         assert [d["source"].endswith("general.md") for d in stats["documents"]] == [True]
         assert CANARY.encode() not in on_disk()  # not in an old version of the table either
-        wrong_region = runner.invoke(app, ["erase", "--subject", "cust-42", "--region", "us", "-c", str(config)])
+        wrong_region = runner.invoke(app, ["erase", "--subject", "cust-42", "--region", "us", "-t", "acme", "-c", str(config)])
         assert wrong_region.exit_code == 2
     finally:
         server.stop()

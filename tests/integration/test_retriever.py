@@ -147,6 +147,41 @@ def test_corrupt_and_unsupported_files_are_reported_and_the_rest_ingested(tmp_pa
     assert passages and Path(passages[0].source).name == "chile.pdf"
 
 
+def test_links_out_of_the_tree_oversized_files_and_parser_crashes_are_reported_per_file(tmp_path, monkeypatch):
+    """A link to a file outside the folder (a secret), a linked folder, a file over
+    retriever.max_file_mb and a PDF whose parser raises something unexpected: each is
+    reported with its reason, never read, and the good file is ingested."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("Zebra-secret: the broker's private ledger.")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(CORPUS / "docs" / "singapore_trade.txt", docs)
+    (docs / "link.txt").symlink_to(outside / "secret.txt")
+    (docs / "linked").symlink_to(outside, target_is_directory=True)
+    (docs / "inside.md").symlink_to(docs / "singapore_trade.txt")  # inside the tree: fine
+    (docs / "big.txt").write_text("Customs. " * 150_000)  # about 1.3 MB
+    write_pdf(docs / "hostile.pdf", ["A page."])
+    import pypdf
+
+    def explode(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(pypdf.PdfReader, "__init__", explode)
+    config = region_config(tmp_path, max_file_mb=1.0)
+    result = cli("ingest", str(docs), "-t", "acme", "-c", str(config), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    failed = {Path(f["source"]).name: f["reason"] for f in report["failed"]}
+    assert set(failed) == {"link.txt", "big.txt", "hostile.pdf"}, failed
+    assert "symbolic link out of the folder" in failed["link.txt"]
+    assert "over the limit of 1 MB" in failed["big.txt"]
+    assert "unreadable PDF (RecursionError)" in failed["hostile.pdf"]
+    assert sorted(Path(s).name for s in report["added"]) == ["inside.md", "singapore_trade.txt"]
+    assert "Zebra-secret" not in json.dumps(report)
+    passages = retrieve(config, "acme", "What is in the broker's private ledger?").passages
+    assert all("Zebra-secret" not in p.text for p in passages)
+
+
 def test_unsupported_file_named_directly_is_reported(tmp_path):
     sheet = tmp_path / "rates.xlsx"
     sheet.write_bytes(b"PK\x03\x04")

@@ -59,14 +59,16 @@ def test_tampering_is_named_at_the_first_bad_record(tmp_path, tamper, message):
         assert f"{seg}:" in result.problem
 
 
-def test_an_erasure_tombstone_keeps_the_chain_valid(tmp_path):
+def test_an_erasure_tombstone_keeps_the_chain_valid_and_names_who_erased(tmp_path):
     write(tmp_path / "w")
-    assert erase_subject(tmp_path, "cust-1", tenant="globex") == 0  # another tenant's subject of that id
-    assert erase_subject(tmp_path, "cust-1") == 3
+    assert erase_subject(tmp_path, "cust-1", "globex", "operator", 7) == 0  # another tenant's subject of that id
+    assert erase_subject(tmp_path, "cust-1", "acme", "tenant:acme", 7) == 3
     assert verify_chain(tmp_path / "w", KEY).ok
     erased = [r for r in export(tmp_path) if r["subject"] == "cust-1"]
-    assert len(erased) == 3 and all(r["content"] == {"erased": True} for r in erased)
-    assert all(r["content"] != {"erased": True} for r in export(tmp_path) if r["subject"] != "cust-1")
+    assert len(erased) == 3
+    assert all(r["content"]["erased"] is True and r["content"]["by"] == "tenant:acme"
+               and r["content"]["erasure_record"] == 7 for r in erased)
+    assert all("erased" not in (r["content"] or {}) for r in export(tmp_path) if r["subject"] != "cust-1")
 
 
 def test_another_key_cannot_vouch_for_the_log(tmp_path):

@@ -95,3 +95,18 @@ def test_an_artifact_the_graph_needs_but_the_manifest_lacks_is_named(tmp_path):
     with pytest.raises(preflight.PreflightError, match="no artefact 'cache-verifier'"):
         preflight.check_artifacts(copy, required=("embedder", "injection", "cache-verifier"))
     preflight.check_artifacts(copy, required=("embedder", "injection"))  # a graph without the cache
+
+
+def test_a_tenant_whose_jurisdiction_the_topology_lacks_is_refused_before_start(tmp_path):
+    """`jurisdiction: ZZ` would fall to the topology's permissive default; refuse to start."""
+    tenants = {"acme": {"jurisdiction": "DE", "models": ["smollm2-135m-instruct"]},
+               "typo": {"jurisdiction": "ZZ", "models": ["smollm2-135m-instruct"]}}
+    path = region_file(tmp_path, topology=str(PROJECT_ROOT / "cluster_configs" / "regions.yaml"), tenants=tenants)
+    code, lines = serve(path)
+    assert code == 2 and len(lines) == 1, lines
+    assert "tenants.typo.jurisdiction: 'ZZ' is neither a jurisdiction nor a country" in lines[0]
+    tenants["typo"]["jurisdiction"] = "EU"
+    from embassy.settings import load_settings
+    preflight.check_tenants(load_settings(region_file(tmp_path, topology=str(PROJECT_ROOT / "cluster_configs" /
+                                                                            "regions.yaml"), tenants=tenants),
+                                          environ={}), path)

@@ -101,7 +101,9 @@ class FakeGraphNodes(GraphNodes):
         return GuardVerdict(allowed=True, text=text, consumed=len(text))
 
     async def guard(self, ctx: RequestContext, text: str, direction: str, context=()) -> dict:
-        return {"allowed": True, "text": text}
+        self.guarded = ctx
+        return {"allowed": True, "text": text,
+                "scores": {"prompt_injection": 0.12, "topic": 0.5, **({"groundedness": 0.8} if context else {})}}
 
     def readiness(self) -> dict[str, bool]:
         return {"llm": self.ready}
@@ -113,7 +115,8 @@ def env(tmp_path):
         "region": "eu", "models": [MODEL], "keys_file": str(tmp_path / "keys.yaml"), "state_dir": str(tmp_path),
         "tenants": {"acme": {"jurisdiction": "EU", "models": [MODEL]},
                     "nomodels": {"jurisdiction": "US", "models": []}},
-        "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5},
+        "requests": {"max_body_bytes": 2048, "max_inflight": 2, "timeout_s": 5,
+                     "max_message_chars": 300, "max_request_chars": 500, "max_messages": 6},
         "guardrail": {"max_guard_chars": 100}})
     keys = KeyStore.from_settings(settings)
     key = create_key(settings.keys_path, "acme")
@@ -225,6 +228,50 @@ def test_400_malformed_json_and_non_object(env):
     assert_error(client.post("/v1/chat/completions", content=b"[1, 2]", headers=auth), 400)
 
 
+def test_400_json_nested_past_the_parser_stack(env):
+    client, _, auth, _ = env
+    deep = b"[" * 1200  # under the body limit; json.loads gives up (RecursionError) before its end
+    err = assert_error(client.post("/v1/chat/completions", content=deep, headers=auth), 400)
+    assert "nests too deeply" in err["message"]
+    assert_error(client.post("/v1/guard", content=deep, headers=auth), 400)
+
+
+def test_400_response_format_schema_nested_too_deep(env):
+    client, _, auth, _ = env
+    schema: dict = {"type": "string"}
+    for _ in range(40):
+        schema = {"type": "array", "items": schema}
+    fmt = {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}
+    err = assert_error(client.post("/v1/chat/completions", json=chat(response_format=fmt), headers=auth), 400)
+    assert "deeper than" in err["message"]
+
+
+@pytest.mark.parametrize("messages,param,code", [
+    ([{"role": "user", "content": "x" * 301}], "messages.0.content", "string_above_max_length"),
+    ([{"role": "system", "content": "s" * 10}, {"role": "user", "content": [{"type": "text", "text": "y" * 301}]}],
+     "messages.1.content", "string_above_max_length"),
+    ([{"role": "user", "content": "z" * 200}] * 3, "messages", "string_above_max_length"),  # 600 > 500
+    ([{"role": "user", "content": "hi"}] * 7, "messages", "array_above_max_length"),
+])
+def test_400_past_the_character_and_message_limits_before_the_guard(env, messages, param, code):
+    client, nodes, auth, _ = env
+    nodes.seen.clear()
+    checks = []
+    real = nodes.check_input
+
+    async def counting(request):
+        checks.append(request)
+        return await real(request)
+    nodes.check_input = counting
+    err = assert_error(client.post("/v1/chat/completions", json=chat(messages=messages), headers=auth), 400,
+                       code, param)
+    assert "at most" in err["message"]
+    assert checks == [] and nodes.seen == []  # the guard never read it
+    ok = client.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "x" * 300}]),
+                     headers=auth)
+    assert ok.status_code == 200, ok.text
+
+
 def test_400_context_length_from_the_engine(env):
     client, nodes, auth, _ = env
     nodes.fail_with = ContextLengthExceeded("too long", param="messages")
@@ -325,6 +372,25 @@ def test_guard_endpoint_needs_a_key_and_answers_with_the_nodes_verdict(env):
     assert_error(client.post("/v1/guard", json={"text": "hello"}), 401, "invalid_api_key")
     r = client.post("/v1/guard", json={"text": "hello", "direction": "output"}, headers=auth)
     assert r.status_code == 200 and r.json()["direction"] == "output" and r.json()["text"] == "hello"
+
+
+def test_guard_scores_go_to_operators_only(env, tmp_path):
+    """A tenant gets the verdict and groundedness; the injection and topic scores, an oracle
+    for tuning an attack, only an operator naming the tenant."""
+    client, nodes, auth, _ = env
+    r = client.post("/v1/guard", json={"text": "hello"}, headers=auth)
+    assert r.status_code == 200 and r.json()["scores"] == {}
+    r = client.post("/v1/guard", json={"text": "hello", "direction": "output", "context": ["hello"]}, headers=auth)
+    assert r.json()["scores"] == {"groundedness": 0.8}
+    admin = {"Authorization": f"Bearer {create_key(client.service.settings.keys_path, None, admin=True)}"}
+    r = client.post("/v1/guard", json={"text": "hello", "tenant": "acme"}, headers=admin)
+    assert r.status_code == 200 and r.json()["scores"] == {"prompt_injection": 0.12, "topic": 0.5}
+    assert nodes.guarded.tenant == "acme"
+    assert_error(client.post("/v1/guard", json={"text": "hello"}, headers=admin), 400, param="tenant")
+    assert_error(client.post("/v1/guard", json={"text": "hello", "tenant": "ghost"}, headers=admin), 400,
+                 param="tenant")
+    chat_scores = client.post("/v1/chat/completions", json=chat(), headers=auth).json()["embassy"]["guardrail"]
+    assert "scores" not in chat_scores["input"] and "action" in chat_scores["input"]
 
 
 def test_response_format_reaches_the_engine_canonical_and_keys_the_cache(env):

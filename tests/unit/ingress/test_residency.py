@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from deployments.ingress.app import create_app
 from deployments.ingress.core import ChatService
+from embassy.errors import ConfigError, MisdirectedRequest, ServiceUnavailable, UnknownJurisdiction
 from embassy.settings import PROJECT_ROOT, EmbassySettings
 from embassy.stack import free_port
 from embassy.tenants import KeyStore, create_key
@@ -95,6 +96,47 @@ def test_processed_but_not_stored_where_the_policy_says_so(tmp_path):
     assert nodes.cached == {} and len(nodes.seen) == 2
 
 
+def test_the_audit_record_keeps_no_content_where_it_may_not_be_stored(tmp_path):
+    """Served in Singapore, storable only in India: the record keeps metadata and a keyed
+    digest, not the prompt or the answer. At home in India it keeps them."""
+    from embassy.audit import export, keyed_digest, key_for
+
+    prompt = "quokka shipment status?"
+    kept = {}
+    for region in ("sg", "in"):
+        folder = tmp_path / region
+        folder.mkdir()
+        client, nodes, keys, settings = service_in(region, folder, topology_file(folder, {}))
+        r = client.post("/v1/chat/completions", headers=keys["in-co"],
+                        json=chat(messages=[{"role": "user", "content": prompt}]))
+        assert r.status_code == 200, r.text
+        record = next(x for x in export(settings.audit_root) if x["kind"] == "request")
+        everything = b"".join(p.read_bytes() for p in settings.audit_root.rglob("*") if p.is_file())
+        kept[region] = (record, prompt.encode() in everything, key_for(settings))
+    record, found, key = kept["sg"]
+    assert record["content"] is None and not found
+    assert record["fields"]["content_hmac"] == keyed_digest(key, {"prompt": prompt, "answer": "alpha beta gamma"})
+    assert record["fields"]["status"] == 200 and record["fields"]["jurisdiction"] == "IN"
+    record, found, _ = kept["in"]
+    assert record["content"]["prompt"] == prompt and found and "content_hmac" not in record["fields"]
+
+
+def test_the_guard_endpoint_is_gated_like_chat(tmp_path, peer):
+    """/v1/guard reads the text it screens: a region that may not process the tenant's
+    data refuses it (421) before reading it, for a tenant's key and an operator's alike."""
+    client, nodes, keys, settings = service_in("us", tmp_path, topology_file(tmp_path, {"eu": peer}))
+    nodes.guarded = None
+    r = client.post("/v1/guard", json={"text": "Where is shipment 42?"}, headers=keys["eu-co"])
+    assert_error(r, 421, "misdirected_request")
+    admin = {"Authorization": f"Bearer {create_key(settings.keys_path, None, admin=True)}"}
+    r = client.post("/v1/guard", json={"text": "Where is shipment 42?", "tenant": "eu-co"}, headers=admin)
+    assert_error(r, 421, "misdirected_request")
+    r = client.post("/v1/guard", json={"text": "x"}, headers={**keys["broker"], "x-embassy-data-subject": "DE"})
+    assert_error(r, 421, "misdirected_request")
+    assert nodes.guarded is None  # nothing reached the guard
+    assert client.post("/v1/guard", json={"text": "x"}, headers=keys["broker"]).status_code == 200
+
+
 def test_subject_jurisdiction_header_only_for_tenants_allowed_to_send_it(tmp_path, peer):
     client, nodes, keys, _ = service_in("us", tmp_path, topology_file(tmp_path, {"ae": peer}))
     denied = client.post("/v1/chat/completions", json=chat(), headers={**keys["eu-co"], "x-embassy-data-subject": "US"})
@@ -119,8 +161,20 @@ def test_erasure_by_subject_operator_and_tenant_scopes(tmp_path):
     assert mine.json()["tenant"] == "eu-co" and nodes.erased[-1] == ("cust-42", "eu-co")
     assert mine.json()["chunks_removed"] == 2 and mine.json()["region"] == "eu"
     admin = {"Authorization": f"Bearer {create_key(settings.keys_path, None, admin=True)}"}
-    everyone = client.post("/v1/admin/erase", json={"subject": "cust-42"}, headers=admin)
-    assert everyone.status_code == 200 and nodes.erased[-1] == ("cust-42", None)
+    # Subject ids are per tenant: an operator names the tenant, and a tenant cannot name another.
+    assert_error(client.post("/v1/admin/erase", json={"subject": "cust-42"}, headers=admin), 400, param="tenant")
+    theirs = client.post("/v1/admin/erase", json={"subject": "cust-42", "tenant": "in-co"}, headers=keys["eu-co"])
+    assert_error(theirs, 403, param="tenant")
+    named = client.post("/v1/admin/erase", json={"subject": "cust-42", "tenant": "in-co"}, headers=admin)
+    assert named.status_code == 200 and nodes.erased[-1] == ("cust-42", "in-co")
+    from embassy.audit import export
+    records = list(export(settings.audit_root))
+    requested = [r for r in records if r["action"] == "erase.requested"]
+    assert [r["fields"]["tenant_erased"] for r in requested] == ["eu-co", "in-co"]
+    assert requested[0]["fields"]["by"] == "tenant" and requested[1]["fields"]["by"] == "operator"
+    served = next(r for r in records if r["kind"] == "request" and r["subject"] == "cust-42")
+    assert served["content"]["erased"] is True and served["content"]["by"] == "tenant:eu-co"
+    assert served["content"]["erasure_record"] == requested[0]["seq"]
     assert_error(client.post("/v1/admin/erase", json={"subject": ""}, headers=admin), 400, param="subject")
     assert_error(client.post("/v1/admin/erase", json={"subject": "x", "all": True}, headers=admin), 400)
     assert_error(client.post("/v1/admin/erase", json={"subject": "x"}), 401)
@@ -151,21 +205,79 @@ def test_a_member_state_code_gets_its_unions_policy_not_the_default(tmp_path, pe
     assert served.status_code == 200 and nodes.seen[-1].ctx.jurisdiction == "US"
 
 
-@pytest.mark.parametrize("code,status,error", [("DE", 421, "misdirected_request"),
-                                               ("ZZ", 403, "unknown_jurisdiction")])
-def test_a_tenant_configured_with_a_member_state_or_an_unknown_code(tmp_path, peer, code, status, error):
-    """`jurisdiction: DE` is held to the EU's policy; an unknown code fails closed."""
+def _service_with_tenant(tmp_path, peer, code):
     _, nodes, _, settings = service_in("us", tmp_path, topology_file(tmp_path, {"eu": peer}))
     settings = EmbassySettings.model_validate({**settings.model_dump(mode="json"),
                                                "tenants": {"co": {"jurisdiction": code, "models": [MODEL]}}})
-    service = ChatService(settings, KeyStore.from_settings(settings), nodes, {MODEL: 100})
+    return ChatService(settings, KeyStore.from_settings(settings), nodes, {MODEL: 100}), nodes, settings
+
+
+def test_a_tenant_configured_with_a_member_state_code_gets_its_unions_policy(tmp_path, peer):
+    """`jurisdiction: DE` is held to the EU's policy."""
+    service, nodes, settings = _service_with_tenant(tmp_path, peer, "DE")
 
     async def readiness():
         return nodes.readiness()
     r = TestClient(create_app(service, readiness)).post(
         "/v1/chat/completions", json=chat(), headers={"Authorization": f"Bearer {create_key(settings.keys_path, 'co')}"})
-    assert_error(r, status, error)
+    assert_error(r, 421, "misdirected_request")
     assert nodes.seen == []
+
+
+def test_a_tenant_with_an_unknown_jurisdiction_stops_the_region_at_load(tmp_path, peer):
+    with pytest.raises(ConfigError) as err:
+        _service_with_tenant(tmp_path, peer, "ZZ")
+    assert "tenants.co.jurisdiction: 'ZZ' is neither a jurisdiction nor a country" in str(err.value)
+
+
+def test_the_gate_itself_fails_closed_on_an_unknown_tenant_jurisdiction(tmp_path):
+    """Behind the load-time check, the gate does not fall back to the default either (403)."""
+    import asyncio
+
+    from embassy.residency import ResidencyGate
+    from embassy.tenants import Tenant
+    from embassy.topology import load_topology
+
+    gate = ResidencyGate(load_topology(topology_file(tmp_path, {})), "us")
+    tenant = Tenant(id="co", jurisdiction="ZZ", models=frozenset({MODEL}))
+    with pytest.raises(UnknownJurisdiction):
+        asyncio.run(gate.admit(tenant, None, None))
+
+
+def test_geodns_and_the_gate_agree_on_every_country(tmp_path):
+    """Every region the geo-DNS front may send a country's clients to (home, then the
+    fail-over chain the policy allows) admits that country's data subjects; every region it
+    never sends them to because the policy forbids it refuses them."""
+    import asyncio
+
+    from embassy.residency import ResidencyGate
+    from embassy.tenants import Tenant
+    from embassy.topology import load_topology
+
+    # Loopback endpoints where nothing listens: a refusal probes them and finds them down.
+    topo = load_topology(topology_file(tmp_path, {r: f"http://127.0.0.1:{free_port()}" for r in
+                                                  yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "regions.yaml")
+                                                                 .read_text())["regions"]}))
+    broker = Tenant(id="broker", jurisdiction="US", models=frozenset({MODEL}), subject_header=True)
+    gates = {r: ResidencyGate(topo, r, probe_timeout_s=0.2) for r in topo.regions}
+    countries = sorted({c for r in topo.regions.values() for c in r.countries}
+                       | {c for j in topo.jurisdictions.values() for c in j.members})
+    assert len(countries) > 40
+
+    async def admitted(region: str, country: str) -> bool:
+        try:
+            await gates[region].admit(broker, country, None)
+            return True
+        except (MisdirectedRequest, ServiceUnavailable):
+            return False
+    for country in countries:
+        order = topo.serving_order(country)
+        assert order, f"{country}: DNS has nowhere to send it"
+        for region in topo.regions:
+            allowed = topo.residency(topo.jurisdiction_of(country)).allows(region)
+            assert asyncio.run(admitted(region, country)) == allowed, (country, region)
+            if region in order:
+                assert allowed, f"DNS may send {country} to {region}, which the gate refuses"
 
 
 def test_an_unknown_code_is_refused_not_served_under_the_default(tmp_path):
