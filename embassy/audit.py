@@ -425,6 +425,18 @@ def verify_chain(folder: Path, key: bytes) -> VerifyResult:
     return VerifyResult(True, count)
 
 
+def verify_region(root: Path, key: bytes) -> tuple[int, int, list[str]]:
+    """Every chain of a region and its registry: (chains, records, problems)."""
+    problems = verify_registry(root, key)
+    total, found = 0, chains(root)
+    for folder in found:
+        result = verify_chain(folder, key)
+        total += result.records
+        if not result.ok:
+            problems.append(result.problem)
+    return len(found), total, problems
+
+
 def erase_subject(root: Path, subject: str, tenant: str, by: str, erasure_seq: int | None) -> int:
     """Replace the content of every record about `subject` of `tenant` (subject ids are per
     tenant) with a tombstone naming `by` and the erasure's own record, `erasure_seq` (the

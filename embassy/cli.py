@@ -795,23 +795,22 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
 def audit_verify(region: str = RegionOpt, config: Path = ConfigOpt) -> None:
     """Check every chain of the region's audit trail; name the first record that was edited,
     deleted, reordered or truncated. Exit 1 on any problem."""
-    from embassy.audit import chains, key_for, verify_chain
+    from embassy.audit import REGISTRY, AuditIntegrityError, chains, key_for, verify_region
 
     settings = _settings(config, region)
-    found = chains(settings.audit_root)
-    if not found:
+    if not chains(settings.audit_root) and not (settings.audit_root / REGISTRY).exists():
         err.print(f"[red]no audit trail under {settings.audit_root}[/red]")
         raise typer.Exit(1)
-    key, total, bad = key_for(settings), 0, False
-    for folder in found:
-        result = verify_chain(folder, key)
-        total += result.records
-        if not result.ok:
-            err.print(f"[red]{result.problem}[/red]")
-            bad = True
-    if bad:
+    try:
+        count, total, problems = verify_region(settings.audit_root, key_for(settings))
+    except AuditIntegrityError as exc:
+        err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1)
-    console.print(f"{settings.region}: {len(found)} chain(s), {total} records: intact")
+    for problem in problems:
+        err.print(f"[red]{problem}[/red]")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{settings.region}: {count} chain(s), {total} records: intact")
 
 
 @audit_app.command("export")
@@ -980,6 +979,11 @@ def dns_serve(topology: Path = TopologyOpt, port: int = typer.Option(5353, "--po
             server.stop()
 
 def main() -> None:
+    import os
+
+    from embassy.stack import STATE_UMASK
+
+    os.umask(STATE_UMASK)  # keys, audit records, vectors and logs: owner-only
     try:
         app()
     except ConfigError as exc:

@@ -126,6 +126,17 @@ class ServiceUnavailable(EmbassyError):
     status, type, code = 503, "server_error", "service_unavailable"
 
 
+class AuditUnavailable(ServiceUnavailable):
+    """`audit.fail_closed`: no answer goes out without its audit record."""
+
+    code = "audit_unavailable"
+
+    def __init__(self, message: str = "The request could not be recorded in the audit trail, so it was not "
+                                      "served. Please retry.", **kw) -> None:
+        kw.setdefault("headers", {"retry-after": "5"})
+        super().__init__(message, **kw)
+
+
 class RequestTimeout(EmbassyError):
     status, type, code = 504, "server_error", "timeout"
 

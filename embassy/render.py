@@ -43,6 +43,8 @@ def region_settings(topology: Topology, region: str, topology_path: Path) -> dic
         "graph": {node: s.model_dump(mode="json", exclude_unset=True) for node, s in spec.autoscaling.items()},
         "topology": str(topology_path),
         "public_endpoint": spec.endpoint,
+        # Production: no answer without its audit record.
+        "audit": {"fail_closed": True},
     }
     if url.port:
         over["port"] = url.port
@@ -67,6 +69,9 @@ def serve_config(region: str, settings_path: str, port: int) -> dict[str, Any]:
     }
 
 
+RAY_AUTH = "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/embassy/ray-auth-token"
+
+
 def ray_cluster(region: str, serve_path: str) -> dict[str, Any]:
     """Ray's cluster launcher format, on-premises (`local` provider)."""
     return {
@@ -79,12 +84,16 @@ def ray_cluster(region: str, serve_path: str) -> dict[str, Any]:
         "auth": {"ssh_user": "embassy"},
         "file_mounts": {"/opt/embassy/cluster_configs": "cluster_configs"},
         "setup_commands": ["cd /opt/embassy && make install"],
+        # Token auth on every node (Ray >= 2.52): without it the GCS and the Jobs API run any
+        # code for anyone who reaches them. The token file is the operator's secret, put on
+        # each host before `ray up` (`ray get-auth-token --generate` makes one).
         "head_start_ray_commands": [
             "ray stop",
-            "ray start --head --port=6379 --dashboard-host=127.0.0.1 --disable-usage-stats",
-            f"cd /opt/embassy && .venv/bin/serve deploy {serve_path}",
+            f"{RAY_AUTH} ray start --head --port=6379 --dashboard-host=127.0.0.1 --disable-usage-stats",
+            f"cd /opt/embassy && {RAY_AUTH} .venv/bin/serve deploy {serve_path}",
         ],
-        "worker_start_ray_commands": ["ray stop", "ray start --address=$RAY_HEAD_IP:6379 --disable-usage-stats"],
+        "worker_start_ray_commands": ["ray stop",
+                                      f"{RAY_AUTH} ray start --address=$RAY_HEAD_IP:6379 --disable-usage-stats"],
     }
 
 
@@ -107,6 +116,20 @@ def ray_service(region: str, serve: dict[str, Any], settings: dict[str, Any], to
     head = container("head", "2", "8Gi")
     head["ports"] = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
                      {"containerPort": 8000, "name": "serve"}]
+    # The dashboard listens on the pod network because the KubeRay operator deploys Serve
+    # through it; token auth (authOptions) guards it, and the NetworkPolicy below lets only
+    # the operator and the cluster's own pods reach anything but the Serve port.
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": f"{name}-internal", "namespace": namespace,
+                           "labels": {"app.kubernetes.io/part-of": "embassy", "embassy/region": region}},
+              "spec": {"podSelector": {"matchLabels": {"ray.io/cluster": name}},
+                       "policyTypes": ["Ingress"],
+                       "ingress": [
+                           {"ports": [{"port": 8000, "protocol": "TCP"}]},
+                           {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}},
+                                     {"namespaceSelector": {},
+                                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}]},
+                       ]}}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": {"name": f"{name}-config", "namespace": namespace,
                                "labels": {"app.kubernetes.io/part-of": "embassy", "embassy/region": region}},
@@ -120,6 +143,7 @@ def ray_service(region: str, serve: dict[str, Any], settings: dict[str, Any], to
             "serveConfigV2": yaml.safe_dump({"applications": [app]}, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
+                "authOptions": {"mode": "token"},  # KubeRay >= 1.5.1 makes the token Secret
                 "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                                   "template": {"spec": {"containers": [head], "volumes": [volume]}}},
                 "workerGroupSpecs": [{
@@ -130,7 +154,7 @@ def ray_service(region: str, serve: dict[str, Any], settings: dict[str, Any], to
             },
         },
     }
-    return [config_map, service]
+    return [config_map, service, policy]
 
 
 def _project_relative(path: Path) -> str:

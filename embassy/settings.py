@@ -260,6 +260,10 @@ class AuditSettings(_Strict):
     verify_interval_s: NonNegativeFloat = Field(
         600.0, description="The ingress re-verifies the region's chains this often (metric "
                            "embassy_audit_chain_ok, alert AuditChainBroken); 0: never.")
+    fail_closed: bool = Field(
+        False, description="A request whose audit record cannot be written gets 503 instead of its answer, "
+                           "and streams are refused while the trail is failing. Rendered region settings set "
+                           "it true; off here so that a laptop's full disk does not stop development.")
 
 
 class DriftSettings(_Strict):

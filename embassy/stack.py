@@ -205,6 +205,9 @@ def _wait_for_gcs(proc: subprocess.Popen, address: str, log_file: Path, timeout:
     raise RuntimeError(f"ray head did not start within {timeout:.0f}s; see {log_file}")
 
 
+STATE_UMASK = 0o077
+
+
 def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress = print,
                 ready_timeout_s: float = 900) -> StackState:
     """Start Ray and the region's app; return when `/readyz` answers 200.
@@ -212,6 +215,9 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
     Raises:
         RuntimeError: a stack already runs on this port, or the app did not become ready.
     """
+    # Everything the stack writes (audit trail, keys, vectors, run folders, logs) is the
+    # owner's alone; Ray's and Serve's processes inherit the mask from here.
+    os.umask(STATE_UMASK)
     existing = read_state(settings)
     if existing and process_alive(existing.pid):
         raise RuntimeError(f"a stack already runs at {existing.url} (pid {existing.pid}); "

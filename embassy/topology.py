@@ -148,6 +148,8 @@ class Topology(_Strict):
 
         seen_country: dict[str, str] = {}
         for name, r in self.regions.items():
+            if r.redis_url and (problem := redis_url_problem(r.redis_url, need_password=False)):
+                out.append(f"regions.{name}.redis_url: {problem}")
             url = urlparse(r.endpoint)
             if url.scheme not in ("http", "https") or not url.hostname:
                 out.append(f"regions.{name}.endpoint: not an http(s) URL: {r.endpoint!r}")
@@ -209,6 +211,27 @@ class Topology(_Strict):
                 if a.version == b.version and a.overlaps(b):
                     out.append(f"dns.subnets: {a_name} overlaps {b_name}")
         return out
+
+
+def redis_url_problem(url: str, need_password: bool = True) -> str | None:
+    """What is wrong with a Redis URL for a region's cache, if anything. Off loopback it must
+    use TLS (rediss://) and, where it is used, AUTH: anyone who can write the cache could
+    otherwise plant answers (hits are screened again, but a poisoned cache is still an outage).
+    The topology's committed URLs carry no password; the deployment's secret supplies it
+    (EMBASSY__CACHE__REDIS_URL)."""
+    parsed = urlparse(url)
+    try:
+        loopback = ipaddress.ip_address(parsed.hostname or "").is_loopback
+    except ValueError:
+        loopback = parsed.hostname == "localhost"
+    if loopback:
+        return None
+    if parsed.scheme != "rediss":
+        return f"{parsed.scheme}:// to {parsed.hostname} is unencrypted; use rediss:// (TLS) off loopback"
+    if need_password and not parsed.password:
+        return (f"no password for {parsed.hostname}: Redis off loopback needs AUTH; set "
+                "EMBASSY__CACHE__REDIS_URL=rediss://USER:PASSWORD@HOST:PORT from the deployment's secret")
+    return None
 
 
 def load_topology(path: str | Path) -> Topology:

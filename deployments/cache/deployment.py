@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from deployments.cache.core import PassThroughCache, SemanticCache
+from embassy.errors import ConfigError
 from embassy.graph_types import CacheLookup, GenerationRequest
 from embassy.settings import EmbassySettings
 
@@ -24,6 +25,10 @@ def build_cache(settings: EmbassySettings) -> SemanticCache:
         return PassThroughCache()
     if not settings.cache.redis_url:
         raise RuntimeError("cache.redis_url is not set (`embassy serve` starts a Redis and sets it)")
+    from embassy.topology import redis_url_problem
+
+    if problem := redis_url_problem(settings.cache.redis_url):
+        raise ConfigError(f"cache.redis_url: {problem}")
     from deployments.cache.redis_cache import RedisSemanticCache
     from deployments.cache.verifier import PairVerifier
     from embassy.embeddings import shared_embedder

@@ -108,7 +108,18 @@ class EmbassyGuardrail(Guardrail):
         policy = self.policy(request.ctx.tenant)
         normalized = [Message(m.role, normalize(m.content)) for m in request.messages]
         user = [m.content for m in normalized if m.role == "user"]
-        windows = [w for m in normalized for w in injection_windows(m.content)]
+        firsts, tails = [], []
+        for m in normalized:
+            first, *tail = model_windows(m.content) or [None]
+            firsts += [first] if first is not None else []
+            tails += tail
+        tails = list(dict.fromkeys(tails))  # a repeated block is scored once
+        if len(tails) > MAX_TAIL_WINDOWS:
+            # Each costs the model 30-50 ms; this many windows with attack features is refused
+            # unscored rather than let one request hold the guard for seconds.
+            return GuardVerdict(False, "refuse", "prompt_injection",
+                                scores={"prompt_injection": 1.0, "windows_with_features": float(len(tails))})
+        windows = list(dict.fromkeys(firsts + tails))
         # The encoder pass (ONNX Runtime, which releases the GIL) runs beside the PII
         # check (spaCy, which holds it): on 2 cores a 200-token prompt's input guard takes
         # 14 ms instead of 18.
@@ -197,9 +208,10 @@ class EmbassyGuardrail(Guardrail):
 # The encoder reads 256 tokens and drops the rest; longer texts are scored in windows that
 # it reads whole, overlapping so that an attack on a window's edge is whole in the next one.
 # Small windows, so an attack is most of its window: with an attack put in the middle or at
-# the end of each of the 8 customs documents of tests/data/customs_corpus, windows of 400
-# characters caught 13 of 16 (900: 6, 600: 8); benign documents flagged: 4 of 8 (900 and
-# unwindowed: 3). The classifier misreads long documents either way (issue 16).
+# the end of each of the 8 customs documents of tests/data/customs_corpus, every window of
+# 400 characters scored caught 13 of 16 (900: 6, 600: 8; unwindowed: 6) and flagged 4 of 8
+# benign documents (unwindowed: 3); as `model_windows` scores them, 12 of 16 and 2 of 8.
+# The classifier misreads long documents either way (issue 16).
 WINDOW_CHARS, WINDOW_OVERLAP = 400, 150
 
 
@@ -217,6 +229,22 @@ def injection_windows(text: str) -> list[str]:
             break
         start = max(end - WINDOW_OVERLAP, start + 1)
     return out
+
+
+MAX_TAIL_WINDOWS = 8  # later windows with a hand feature that one request may have scored
+
+
+def model_windows(text: str) -> list[str]:
+    """The windows the injection model scores: the first always, a later one when one of
+    the model's hand features fires in it. A window costs the model 30-50 ms on 2 cores, so
+    scoring all 64 of a 16,000-character message would pass the guard's deadline; the hand
+    features (instruction override, role play, spoofed delimiters, encoded payloads ...)
+    cost well under a millisecond. An attack phrased to avoid all of them in a long text's
+    tail is scored only as far as the first window reaches (256 tokens)."""
+    from deployments.guardrail.injection import hand_features
+
+    windows = injection_windows(text)
+    return windows[:1] + [w for w in windows[1:] if hand_features(w).any()]
 
 
 def _mask(text: str, spans) -> str:

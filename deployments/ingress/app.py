@@ -8,6 +8,7 @@ trace or a path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from deployments.ingress.core import CacheControl, ChatService, request_id_from
 from embassy.residency import SUBJECT_ID_HEADER, SUBJECT_JURISDICTION_HEADER
 from deployments.ingress.protocol import parse_chat_request
 from embassy import metrics
-from embassy.errors import EmbassyError, InvalidRequest, PayloadTooLarge
+from embassy.errors import AuditUnavailable, EmbassyError, InvalidRequest, PayloadTooLarge
 
 log = logging.getLogger("embassy.ingress")
 
@@ -186,7 +187,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         request_id = request_id_from(request.headers.get("x-request-id"))
         started = time.perf_counter()
         model, tenant, status, admission = "unknown", None, 500, None
-        admitted = handed_off = False  # handed_off: the stream frees its own slot
+        admitted = handed_off = recorded = False  # handed_off: the stream frees its own slot
         trace: dict = {}  # what the audit record keeps, filled along the way
         try:
             # Authenticate from the header before reading a byte of the body; residency too:
@@ -204,13 +205,16 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             service.admit()
             admitted = True
             if body.stream:
+                service.check_audit_open()
                 events = await service.stream(tenant, body, request_id, timeout_ms, control, admission, trace)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, service, _finish(
                     service, model, tenant, started, request_id, trace, admission)),
                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
             result = await service.complete(tenant, body, request_id, timeout_ms, control, admission, trace)
-            status = 200
+            status, recorded = 200, True
+            # The record before the answer: under audit.fail_closed a failed write is a 503 instead.
+            await _finish(service, model, tenant, started, request_id, trace, admission)(200)
             return JSONResponse(result)
         except BaseException as exc:
             status = exc.status if isinstance(exc, EmbassyError) else 500
@@ -224,7 +228,9 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             if not handed_off:
                 if admitted:
                     service.release()
-                await _finish(service, model, tenant, started, request_id, trace, admission)(status)
+                if not recorded:
+                    with contextlib.suppress(AuditUnavailable):  # the caller gets its error already
+                        await _finish(service, model, tenant, started, request_id, trace, admission)(status)
 
     return app
 
@@ -261,11 +267,16 @@ def _finish(service: ChatService, model: str, tenant, started: float, request_id
     """Count the request and write its audit record (the response waits for the record to
     be on disk; shielded, so a client that leaves does not cancel it)."""
     async def record(status: int) -> None:
-        metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
-        metrics.REQUEST_OUTCOMES.labels(service.region, model, service.tenant_label(tenant),
-                                        outcome_of(status, trace)).inc()
-        metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
-        await asyncio.shield(service.audit_request(tenant, request_id, model, status, trace, admission))
+        try:
+            await asyncio.shield(service.audit_request(tenant, request_id, model, status, trace, admission))
+        except AuditUnavailable as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
+            metrics.REQUEST_OUTCOMES.labels(service.region, model, service.tenant_label(tenant),
+                                            outcome_of(status, trace)).inc()
+            metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
     return record
 
 
@@ -282,4 +293,5 @@ async def _release_after(events: AsyncIterator[bytes], service: ChatService,
     finally:
         await events.aclose()
         service.release()
-        await record(status)
+        with contextlib.suppress(AuditUnavailable):  # sent already; the next stream is refused
+            await record(status)

@@ -24,12 +24,12 @@ from deployments.cache.scope import scope_of
 from deployments.ingress.protocol import ChatCompletionRequest
 from deployments.retriever.prompt import grounded_request
 from embassy import metrics
-from embassy.errors import ConfigError, ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
+from embassy.errors import AuditUnavailable, ConfigError, ContentFiltered, EmbassyError, InvalidRequest, ModelNotFound, Overloaded, PermissionDenied, \
     RequestTimeout, ServiceUnavailable
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Passage, RequestContext, Retrieval, SamplingOptions, StageTimings
 from embassy.placeholders import restore
-from embassy.audit import erase_subject, keyed_digest, writer_for
+from embassy.audit import AuditIntegrityError, erase_subject, keyed_digest, writer_for
 from embassy.drift import DriftDetector
 from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
@@ -127,8 +127,7 @@ class _Prepared:
 
     def answer_from_cache(self) -> str:
         """A hit's answer for this caller: the stored text is redacted; its placeholders
-        become this caller's own values (the stored answer already passed the output guard
-        under the same scope, system prompt included, so it is not screened again)."""
+        become this caller's own values."""
         return restore(self.cache.text or "", self.guard_input.redactions)
 
 
@@ -171,6 +170,7 @@ class ChatService:
             raise ConfigError("tenants the topology cannot place\n" + "\n".join(problems))
         self.residency = ResidencyGate(topology, settings.region)
         self.audit = writer_for(settings, f"ingress-{socket.gethostname()}-{os.getpid()}")
+        self.audit_failing = False  # the last audit write failed
         d = settings.drift
         self.drift = DriftDetector(d.reference_size, d.window, d.check_every, d.alpha, d.confirm) \
             if d.enabled else None
@@ -355,9 +355,19 @@ class ChatService:
             await self.audit.append("request", "chat.completion", tenant=tenant.id if tenant else None,
                                     request_id=request_id, subject=admission.subject if admission else None,
                                     fields=fields, content=content or None)
-        except OSError as exc:  # the answer is computed; say loudly that its record is missing
+            self.audit_failing = False
+        except (OSError, AuditIntegrityError) as exc:  # the answer is computed; its record is missing
+            self.audit_failing = True
             metrics.AUDIT_WRITE_ERRORS.labels(self.region).inc()
             log.error("audit record for request %s not written: %s", request_id, exc)
+            if self.settings.audit.fail_closed:
+                raise AuditUnavailable() from None
+
+    def check_audit_open(self) -> None:
+        """Under `audit.fail_closed`, refuse a stream while the trail is failing: its record is
+        written after the text is sent, too late to withhold it."""
+        if self.audit is not None and self.settings.audit.fail_closed and self.audit_failing:
+            raise AuditUnavailable()
 
     def _observe_drift(self, trace: dict, status: int) -> None:
         """Requests that reached the guard feed the drift detector; a due check runs in a
@@ -392,17 +402,15 @@ class ChatService:
             self._background.add(task)
 
     async def _audit_watch(self) -> None:
-        from embassy.audit import chains, verify_chain
+        from embassy.audit import verify_region
 
         while True:
             await asyncio.sleep(self.settings.audit.verify_interval_s)
             try:
-                results = await asyncio.to_thread(lambda: [verify_chain(f, self.audit.key)
-                                                           for f in chains(self.settings.audit_root)])
+                _, _, broken = await asyncio.to_thread(verify_region, self.settings.audit_root, self.audit.key)
             except OSError as exc:
                 log.error("audit verification could not read the log: %s", exc)
                 continue
-            broken = [r.problem for r in results if not r.ok]
             metrics.AUDIT_CHAIN_OK.labels(self.region).set(0 if broken else 1)
             for problem in broken:
                 log.error("audit chain broken: %s", problem)
@@ -443,6 +451,14 @@ class ChatService:
                "audit_records_tombstoned": records}
         await self.audit_admin(caller, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
         return out
+
+    async def _screened_hit(self, p: _Prepared) -> str:
+        """A hit passes the output guard again: whoever can write the region's Redis could
+        otherwise plant an answer that no guard ever read."""
+        t0 = time.perf_counter()
+        verdict = await self._check_output(p, p.cache.text or "", True)
+        self._observe_stage(p.timings, "guardrail_output", t0)
+        return p.answer_from_cache() if verdict.allowed else verdict.text
 
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
         # The screened request's system messages: the caller's own and the configured one.
@@ -538,7 +554,7 @@ class ChatService:
         p = await self._with_deadline(self._prepare(ctx, body, started, control, trace), deadline)
         if p.cache.status == "hit" or p.canned is not None:
             trace["answer"] = p.canned or p.cache.text  # stored text: redacted
-            return self._completion(p, p.canned or p.answer_from_cache(), "stop", 0, 0, None)
+            return self._completion(p, p.canned or await self._screened_hit(p), "stop", 0, 0, None)
         cacheable = None
         prompt_tokens = completion_tokens = 0
         try:
@@ -628,7 +644,7 @@ class ChatService:
         if p.cache.status == "hit" or p.canned is not None:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.region, body.model).observe(time.perf_counter() - started)
             trace["answer"] = p.canned or p.cache.text
-            return self._sse_text(p, p.canned or p.answer_from_cache())
+            return self._sse_text(p, p.canned or await self._screened_hit(p))
         gen = self.nodes.generate(p.model_request)
         t0 = time.perf_counter()
         try:

@@ -103,8 +103,9 @@ def _refusal(path: Path, roots: list[Path], max_bytes: int) -> str | None:
 
 
 def source_of(path: Path) -> str:
-    """The path as the corpus names it: relative to the working directory when below it."""
-    resolved = path.resolve()
+    """The path as the corpus names it: relative to the working directory when below it.
+    Made absolute without following links: a link is named as itself."""
+    resolved = Path(os.path.abspath(path))
     try:
         return os.path.relpath(resolved, Path.cwd()) if resolved.is_relative_to(Path.cwd()) else str(resolved)
     except ValueError:

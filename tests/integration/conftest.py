@@ -43,11 +43,16 @@ def e2e_config(tmp: Path, model_store: Path) -> Path:
         "cluster": {"num_cpus": 4, "object_store_mb": 256, "pin_services_to_reserved_cpu": True},
         "graph": {"llm": {"num_cpus": 1.0, "max_ongoing_requests": 32, "max_queued_requests": 64}},
         "requests": {"max_body_bytes": 131072, "timeout_s": 60, "max_inflight": MAX_INFLIGHT,
-                     "max_completion_tokens_default": 64},
+                     "max_completion_tokens_default": 64,
+                     # Above the default 16,000: the context-length test sends about 11k tokens.
+                     "max_message_chars": 64_000, "max_request_chars": 128_000},
         # The stack shares 2 cores with vLLM and the test process: a 50 ms Redis deadline
         # bypasses the cache whenever the engine runs, which the flow tests cannot tell from
         # a bug. The deadline itself is tested on its own (test_cache_redis.py).
         "cache": {"timeout_ms": 250},
+        # Likewise the guard's 2 s screening deadline, which counts the wait behind other
+        # requests' screenings; the deadline is tested on its own (test_guard_core.py).
+        "guardrail": {"screen_timeout_s": 10},
     }
     path = tmp / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))

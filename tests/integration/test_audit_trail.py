@@ -41,3 +41,24 @@ def test_requests_leave_verifiable_redacted_records(live):
     result = CliRunner().invoke(app, ["audit", "verify", "--config", str(live.config_path)])
     assert result.exit_code == 0, result.output
     assert json.dumps(served)  # records are plain JSON for an auditor
+
+
+def test_state_files_are_owner_only(live):
+    """Audit trail, keys, vectors, run folders and logs of a running stack: nothing readable
+    or writable by group or others (they hold prompts, answers and key hashes)."""
+    import os
+    import stat
+
+    post(live, {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "HS code of coffee?"}],
+                "max_tokens": 4})
+    state = live.settings.resolve(live.settings.state_dir)
+    loose = []
+    for folder, dirs, files in os.walk(state):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) or stat.S_ISSOCK(mode):
+                continue
+            if mode & 0o077:
+                loose.append(f"{path} {stat.filemode(mode)}")
+    assert loose == [], "\n".join(loose[:20])

@@ -161,3 +161,99 @@ def test_audit_cli_verifies_names_the_problem_and_exports(tmp_path):
     seg.write_text(seg.read_text().replace('"q1"', '"edited"'))
     bad = runner.invoke(app, ["audit", "verify", "-c", str(config)])
     assert bad.exit_code == 1 and "seq 2" in bad.output and "content edited" in bad.output
+
+
+def _checkpoints(folder):
+    path = folder / "checkpoints.jsonl"
+    return path, [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_an_erasure_cannot_lose_a_record_appended_meanwhile(tmp_path):
+    """erase_subject rewrites a segment under the writer's lock: an append from another
+    process waits for it, instead of landing between its read and its rename (then lost,
+    with its sequence number issued again)."""
+    folder = tmp_path / "w"
+    write(folder, n=4)
+    code = ("import asyncio, sys; from embassy.audit import AuditWriter; "
+            "w = AuditWriter(sys.argv[1], 'eu', b'k' * 32); "
+            "[w.write_sync('request', 'chat.completion', tenant='acme', subject='cust-1', "
+            "content={'prompt': f'late {i}'}) for i in range(40)]")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)])
+    erased = 0
+    while proc.poll() is None:
+        erased += erase_subject(tmp_path, "cust-1", "acme", "operator", None)
+    assert proc.wait() == 0
+    result = verify_chain(folder, KEY)
+    assert result.ok and result.records == 44, result.problem
+    assert [r["seq"] for r in export(tmp_path)] == list(range(1, 45))
+    assert erased >= 3  # each pass had new records of the subject to rewrite
+
+
+def test_a_copied_checkpoint_marked_as_anchor_does_not_verify(tmp_path):
+    """The HMAC covers the anchor flag and the segment: history before a forged anchor
+    cannot be deleted unseen."""
+    folder = tmp_path / "w"
+    write(folder, n=6)
+    path, cps = _checkpoints(folder)
+    forged = {**cps[0], "anchor": True}
+    path.write_bytes(path.read_bytes() + json.dumps(forged).encode() + b"\n")
+    result = verify_chain(folder, KEY)
+    assert not result.ok and "checkpoint signature does not verify" in result.problem
+
+
+def test_a_replayed_checkpoint_is_refused(tmp_path):
+    folder = tmp_path / "w"
+    write(folder, n=3)
+    write(folder, n=3)
+    path, cps = _checkpoints(folder)
+    path.write_bytes(path.read_bytes() + json.dumps(cps[0]).encode() + b"\n")  # validly signed, but old
+    result = verify_chain(folder, KEY)
+    assert not result.ok and "does not follow" in result.problem
+
+
+def test_a_writer_refuses_to_continue_below_its_last_signed_checkpoint(tmp_path):
+    from embassy.audit import AuditIntegrityError
+
+    folder = tmp_path / "w"
+    write(folder, n=6)
+    seg, ls = lines(folder)
+    seg.write_bytes(b"".join(ls[:3]))  # acknowledged records 4-6 lost
+    writer = AuditWriter(folder, "eu", KEY)
+    with pytest.raises(AuditIntegrityError, match="ends at seq 3 but seq 6 was written and signed"):
+        writer.write_sync("request", "chat.completion", content={"prompt": "new"})
+    assert len(lines(folder)[1]) == 3  # nothing re-issued over the lost records
+
+
+def test_a_chain_deleted_whole_or_planted_is_found(tmp_path):
+    import shutil
+
+    from embassy.audit import verify_region
+
+    write(tmp_path / "ingress-a", n=2)
+    write(tmp_path / "ingress-b", n=2)
+    assert verify_region(tmp_path, KEY) == (2, 4, [])
+    shutil.rmtree(tmp_path / "ingress-b")
+    _, _, problems = verify_region(tmp_path, KEY)
+    assert problems == [f"{tmp_path / 'ingress-b'}: registered chain is missing (deleted)"]
+    shutil.copytree(tmp_path / "ingress-a", tmp_path / "planted")
+    _, _, problems = verify_region(tmp_path, KEY)
+    assert any("planted: chain is not in chains.jsonl" in p for p in problems)
+
+
+def test_a_missing_key_is_refused_once_a_trail_exists(tmp_path):
+    import yaml
+
+    from embassy.audit import AuditIntegrityError, key_for, writer_for
+    from embassy.settings import load_settings
+
+    config = tmp_path / "eu.yaml"
+    config.write_text(yaml.safe_dump({"region": "eu", "models": ["smollm2-135m-instruct"],
+                                      "state_dir": str(tmp_path / "state")}))
+    settings = load_settings(config, environ={})
+    writer_for(settings, "ingress-x").write_sync("request", "chat.completion", content={"prompt": "q"})
+    key_file = tmp_path / "state" / "audit.key"
+    assert key_file.stat().st_mode & 0o077 == 0  # owner only
+    key_file.unlink()
+    with pytest.raises(AuditIntegrityError, match="audit key .* is missing, but an audit trail signed with it"):
+        key_for(settings)
+    assert not key_file.exists()  # no silent new key

@@ -40,6 +40,26 @@ def _write(tmp_path: Path, mutate) -> Path:
     return path
 
 
+def test_redis_off_loopback_needs_tls_and_auth():
+    from embassy.topology import redis_url_problem
+
+    assert "use rediss://" in redis_url_problem("redis://redis.eu.internal:6379")
+    assert "needs AUTH" in redis_url_problem("rediss://redis.eu.internal:6380")
+    assert redis_url_problem("rediss://embassy:s3cret@redis.eu.internal:6380") is None
+    assert redis_url_problem("redis://127.0.0.1:6379") is None  # the stack's own, on loopback
+    assert redis_url_problem("rediss://redis.eu.internal:6380", need_password=False) is None  # committed form
+
+
+def test_the_cache_refuses_a_plaintext_redis_off_loopback():
+    from deployments.cache.deployment import build_cache
+    from embassy.settings import EmbassySettings
+
+    settings = EmbassySettings.model_validate({"region": "eu", "models": ["smollm2-135m-instruct"],
+                                               "cache": {"redis_url": "redis://10.0.0.5:6379"}})
+    with pytest.raises(ConfigError, match="cache.redis_url: redis:// to 10.0.0.5 is unencrypted"):
+        build_cache(settings)
+
+
 @pytest.mark.parametrize("mutate,expected", [
     (lambda d: d["regions"]["us"].update(failover="mars"), "regions.us.failover: unknown region 'mars'"),
     (lambda d: d["regions"]["us"].update(failover="eu"), "regions.eu.failover: cycle eu -> us -> eu"),
@@ -56,6 +76,8 @@ def _write(tmp_path: Path, mutate) -> Path:
      "jurisdictions.IN.store: stores data in a region where it may not be processed"),
     (lambda d: d["dns"].update(subnets={"10.1.0.0/16": "DE", "10.1.128.0/17": "US"}),
      "dns.subnets: 10.1.0.0/16 overlaps 10.1.128.0/17"),
+    (lambda d: d["regions"]["eu"].update(redis_url="redis://redis.eu.internal:6379"),
+     "regions.eu.redis_url: redis:// to redis.eu.internal is unencrypted"),
     (lambda d: d["tenants"].update(acme={"jurisdiction": "AE", "models": ["smollm2-135m-instruct"],
                                          "residency": {"process": ["nowhere"]}}),
      "tenants.acme.residency.process: unknown region 'nowhere'"),
@@ -85,15 +107,25 @@ def test_rendered_files_are_what_serve_ray_and_kuberay_accept(tmp_path):
     t = load_topology(SHIPPED)
     files = render_region(t, "in", SHIPPED, tmp_path)
     settings = yaml.safe_load(files["settings"].read_text())
-    assert settings["region"] == "in" and settings["cache"]["redis_url"] == "redis://redis.in.internal:6379"
+    assert settings["region"] == "in" and settings["cache"]["redis_url"] == "rediss://redis.in.internal:6380"
     serve = yaml.safe_load(files["serve"].read_text())
     ServeDeploySchema.model_validate(serve)
     import ray
 
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(yaml.safe_load(files["ray_cluster"].read_text()), schema)
-    config_map, service = list(yaml.safe_load_all(files["rayservice"].read_text()))
+    config_map, service, policy = list(yaml.safe_load_all(files["rayservice"].read_text()))
     assert config_map["kind"] == "ConfigMap" and service["kind"] == "RayService"
+    # No unauthenticated Jobs API (remote code execution): token auth, the dashboard kept internal.
+    assert service["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["podSelector"]["matchLabels"] == {
+        "ray.io/cluster": "embassy-in"}
+    open_rule = [r for r in policy["spec"]["ingress"] if "from" not in r]
+    assert open_rule == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]  # only Serve from anywhere
+    launcher = yaml.safe_load(files["ray_cluster"].read_text())
+    assert all("RAY_AUTH_MODE=token" in c for c in launcher["head_start_ray_commands"][1:]
+               + launcher["worker_start_ray_commands"][1:])
+    assert "--dashboard-host=127.0.0.1" in launcher["head_start_ray_commands"][1]
     assert service["apiVersion"] == "ray.io/v1"
     apps = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
     ServeDeploySchema.model_validate({"applications": apps})

@@ -239,3 +239,34 @@ def test_injection_windows_cover_the_text_with_overlap():
         assert text.index(b) < text.index(a) + len(a)
     assert injection_windows("short") == ["short"] and injection_windows("   ") == []
     assert len(injection_windows("x" * 5000)) >= 6  # no spaces: cut anyway
+
+
+def test_the_model_scores_the_first_window_and_later_ones_with_a_hand_feature():
+    from deployments.guardrail.core import injection_windows, model_windows
+
+    benign = " ".join(f"Line {i}: steel bolts, HS 7318.15, 40 units." for i in range(200))
+    assert len(injection_windows(benign)) > 10 and model_windows(benign) == injection_windows(benign)[:1]
+    attacked = benign + " " + ATTACK
+    scored = model_windows(attacked)
+    assert len(scored) >= 2 and ATTACK in scored[-1]
+
+
+def test_a_flood_of_windows_with_attack_features_is_refused_without_scoring_each(guard, monkeypatch):
+    """Spaced letters in every window would cost the model 30-50 ms a window; past
+    MAX_TAIL_WINDOWS distinct ones the request is refused unscored. A repeated block is
+    scored once."""
+    import string
+
+    from deployments.guardrail import core
+
+    calls = []
+    real = guard._encode
+    monkeypatch.setattr(guard, "_encode", lambda texts: calls.append(len(texts)) or real(texts))
+    varied = " ".join(" ".join(string.ascii_lowercase[(i + j) % 26] for j in range(8)) for i in range(400))
+    v = guard.screen_input(ask(varied))
+    assert not v.allowed and v.category == "prompt_injection" and calls == []  # no model pass at all
+    assert v.scores["windows_with_features"] > core.MAX_TAIL_WINDOWS
+    repeated = "_ " * 7000
+    assert len(core.model_windows(repeated)) > core.MAX_TAIL_WINDOWS
+    guard.screen_input(ask(repeated))
+    assert calls and calls[-1] <= 4  # identical windows scored once (plus the topic embedding)

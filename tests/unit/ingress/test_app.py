@@ -417,3 +417,37 @@ def test_a_malformed_response_format_is_a_400_naming_it(env, fmt):
     assert_error(r, 400, param=r.json()["error"]["param"])
     assert r.json()["error"]["param"].startswith("response_format")
     assert not nodes.seen
+
+
+@pytest.mark.parametrize("fail_closed", [True, False])
+def test_an_audit_write_failure_withholds_the_answer_when_fail_closed(env, fail_closed):
+    client, _, auth, _ = env
+    service = client.service
+    service.settings = service.settings.model_copy(
+        update={"audit": service.settings.audit.model_copy(update={"fail_closed": fail_closed})})
+
+    async def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    real = service.audit.append
+    service.audit.append = broken
+    r = client.post("/v1/chat/completions", json=chat(), headers=auth)
+    stream = client.post("/v1/chat/completions", json=chat(stream=True), headers=auth)
+    if fail_closed:
+        assert_error(r, 503, "audit_unavailable")
+        assert "alpha" not in r.text and r.headers["retry-after"] == "5"
+        assert_error(stream, 503, "audit_unavailable")  # refused while the trail is failing
+    else:
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "alpha beta gamma"
+        assert stream.status_code == 200
+    service.audit.append = real
+    assert client.post("/v1/chat/completions", json=chat(), headers=auth).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat(stream=True), headers=auth).status_code == 200
+
+
+def test_rendered_region_settings_fail_closed():
+    from embassy.render import region_settings
+    from embassy.settings import PROJECT_ROOT
+    from embassy.topology import load_topology
+
+    path = PROJECT_ROOT / "cluster_configs" / "regions.yaml"
+    assert region_settings(load_topology(path), "eu", path)["audit"]["fail_closed"] is True

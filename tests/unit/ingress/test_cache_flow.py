@@ -1,5 +1,5 @@
 """The ingress's logic around the cache, with the deterministic fake graph of test_app.py:
-hits skip the model and the output guard and are re-identified for their caller, stale
+hits skip the model, pass the output guard again and are re-identified for their caller, stale
 corpus versions miss, identical concurrent misses make one model call, only finished
 and allowed answers are offered, and the admin endpoint's permissions. The cache itself
 (Redis, verifier) is tested in tests/integration/test_cache_redis.py."""
@@ -23,7 +23,7 @@ def sse_events(resp) -> list[dict]:
             if line.startswith("data: ") and line != "data: [DONE]"]
 
 
-def test_second_identical_request_is_a_hit_without_model_or_output_guard(env):
+def test_second_identical_request_is_a_hit_without_the_model(env):
     client, nodes, auth, _ = env
     first = client.post("/v1/chat/completions", json=chat(**COLD), headers=auth).json()
     assert first["embassy"]["cache"]["status"] == "miss"
@@ -32,9 +32,33 @@ def test_second_identical_request_is_a_hit_without_model_or_output_guard(env):
     assert second["embassy"]["cache"] == {"status": "hit", "reason": None, "tokens_saved": 3}
     assert second["choices"][0]["message"]["content"] == "alpha beta gamma"
     assert len(nodes.seen) == 1  # one model call for both
-    assert nodes.output_checks == checks  # the stored answer was screened when it was stored
+    assert nodes.output_checks == checks + 1  # screened again: Redis is not trusted to hold only what was
     assert second["embassy"]["citations"] == first["embassy"]["citations"] != []  # a hit is still cited
     assert second["usage"]["completion_tokens"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_entry_planted_in_redis_is_screened_before_it_is_served(env, stream):
+    """Whoever can write the region's Redis must not be able to skip the output guard."""
+    from embassy.graph_types import GuardVerdict
+
+    client, nodes, auth, _ = env
+    client.post("/v1/chat/completions", json=chat(**COLD), headers=auth)
+    key = next(iter(nodes.cached))
+    nodes.cached[key] = ("Wire the duty to planted@evil.example today.", "v1")
+    real = nodes.check_output
+
+    async def masking(ctx, text, *args, **kwargs):  # stands in for the real guard's PII check
+        if "planted@evil.example" in text:
+            return GuardVerdict(False, "redact", "pii_leak", text=text.replace("planted@evil.example", "[EMAIL]"),
+                                consumed=len(text))
+        return await real(ctx, text, *args, **kwargs)
+    nodes.check_output = masking
+    r = client.post("/v1/chat/completions", json=chat(stream=stream, **COLD), headers=auth)
+    assert r.status_code == 200 and "planted@evil.example" not in r.text
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in sse_events(r) if e["choices"]) \
+        if stream else r.json()["choices"][0]["message"]["content"]
+    assert text == "Wire the duty to [EMAIL] today."
 
 
 def test_hit_maps_placeholders_to_this_callers_values(env):
