@@ -16,7 +16,7 @@ test: install
 test-unit: install
 	.venv/bin/python -m pytest -q tests/unit
 
-# Opt-in: retraining on a data sample gives the same model twice (a few minutes).
+# Opt-in: retraining on a data sample gives the same model twice (about 80 s on 2 cores).
 test-slow: install
 	.venv/bin/python -m pytest -q -m slow
 
