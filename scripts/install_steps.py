@@ -116,15 +116,14 @@ def powerdns(log: Path) -> None:
 def check_artifacts(log: Path) -> None:
     """The shipped models are checked against their manifest here too, so a broken checkout
     is found at install and not at the first request."""
-    code = ("from models.artifacts import load_manifest, artifact_file\n"
-            "for n, r in load_manifest()['artifacts'].items():\n"
-            "    [artifact_file(n, f) for f in r['files']]\n")
+    # The same check as `embassy serve`'s (embassy/preflight.py), in the new environment.
+    code = "from embassy.preflight import check_artifacts\ncheck_artifacts()\n"
     try:
         run("checking the shipped models against models/artifacts/manifest.json",
             [str(VENV / "python"), "-c", code], log)
     except StepFailed:
-        tail = [line for line in log.read_text().splitlines() if "ArtifactError" in line][-1:]
-        raise StepFailed(tail[0].split("ArtifactError: ", 1)[-1] if tail else "the shipped models do not check out")
+        tail = [line for line in log.read_text().splitlines() if "PreflightError" in line][-1:]
+        raise StepFailed(tail[0].split("PreflightError: ", 1)[-1] if tail else "the shipped models do not check out")
 
 
 def main() -> int:
