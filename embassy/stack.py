@@ -305,24 +305,14 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
     return state
 
 
-DEPLOY_ATTEMPTS = 3
-GCS_UNREACHABLE = "Failed to connect to Ray cluster"  # ray.init's ConnectionError
-
-
 def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict[str, str],
            wait_s: float = 0) -> None:
     """Hand the app to Serve from a short-lived driver process (embassy/serve_driver.py),
-    so this process stays light. A driver that could not reach a just-started GCS is run
-    again: on a busy 2-core host (a second region's Ray starting beside the first's vLLM)
-    the GCS has missed the driver's connect timeout in CI, though it came up moments later."""
-    for attempt in range(1, DEPLOY_ATTEMPTS + 1):
-        cmd = [sys.executable, "-m", "embassy.serve_driver", "--address", address,
-               "--config", str(config_path.resolve()), "--app", f"embassy-{settings.region}",
-               "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s)]
-        result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True)
-        if result.returncode == 0 or GCS_UNREACHABLE not in result.stderr or attempt == DEPLOY_ATTEMPTS:
-            break
-        time.sleep(5)
+    so this process stays light."""
+    cmd = [sys.executable, "-m", "embassy.serve_driver", "--address", address,
+           "--config", str(config_path.resolve()), "--app", f"embassy-{settings.region}",
+           "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s)]
+    result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-40:])
         raise RuntimeError(f"deploying the app failed (replica logs: <state_dir>/run-{settings.port}/logs):\n{tail}")

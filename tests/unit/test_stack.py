@@ -53,33 +53,3 @@ def test_free_ports_stay_out_of_the_range_the_os_hands_to_workers_and_clients():
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[-1]))  # free when handed out
-
-
-def test_deploy_runs_the_driver_again_when_the_gcs_was_not_reachable_yet(tmp_path, monkeypatch):
-    """The driver is a subprocess; a deterministic stand-in for it fails twice to reach the
-    GCS, then succeeds. Any other failure is not retried."""
-    import subprocess
-
-    from embassy import stack
-    from embassy.settings import EmbassySettings
-
-    settings = EmbassySettings.model_validate({"region": "eu", "models": ["smollm2-135m-instruct"],
-                                               "state_dir": str(tmp_path)})
-    outcomes = []
-
-    def driver(cmd, **kwargs):
-        outcomes.append(cmd)
-        fail = len(outcomes) < 3 if mode == "slow gcs" else True
-        stderr = "ConnectionError: Failed to connect to Ray cluster at 1.2.3.4:1" if mode == "slow gcs" \
-            else "ValueError: bad config"
-        return subprocess.CompletedProcess(cmd, 1 if fail else 0, "", stderr if fail else "")
-    monkeypatch.setattr(stack.subprocess, "run", driver)
-    monkeypatch.setattr(stack.time, "sleep", lambda s: None)
-    mode = "slow gcs"
-    stack.deploy(settings, tmp_path / "c.yaml", "127.0.0.1:1", {})
-    assert len(outcomes) == 3
-    outcomes.clear()
-    mode = "bad config"
-    with pytest.raises(RuntimeError, match="bad config"):
-        stack.deploy(settings, tmp_path / "c.yaml", "127.0.0.1:1", {})
-    assert len(outcomes) == 1
