@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -117,7 +118,8 @@ class AuditWriter:
         never from below its last signed checkpoint: that would re-issue sequence numbers
         over records that were acknowledged and then lost."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _register(self.folder, self.key)
+        if not self._opened:  # once per writer: registration is permanent
+            _register(self.folder, self.key)
         segments = sorted(self.folder.glob("segment-*.jsonl"))
         self._seq, self._last = 0, GENESIS
         if segments:
@@ -172,13 +174,10 @@ class AuditWriter:
         return self._write([item])[0]
 
     def _write(self, items: list[dict]) -> list[int]:
-        import fcntl
-
         # A lock, so that two processes given the same chain (two CLI commands) take turns;
         # the chain's end is re-read under it.
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _exclusive(self.folder / ".lock"):
             self._open()
             return self._write_locked(items)
 
@@ -223,6 +222,17 @@ class AuditWriter:
             seg.unlink()
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `lock_path`, held for the block: writers of a
+    chain, erasure and registration take turns across processes."""
+    import fcntl
+
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _last_signed_seq(folder: Path) -> int:
     """The sequence number of the chain's last checkpoint (0: none yet)."""
     path = folder / "checkpoints.jsonl"
@@ -234,11 +244,8 @@ def _last_signed_seq(folder: Path) -> int:
 
 def _register(folder: Path, key: bytes) -> None:
     """Enter a chain in its region's signed registry, once (under the registry's lock)."""
-    import fcntl
-
     root = folder.parent
-    with open(root / ".registry.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _exclusive(root / ".registry.lock"):
         if folder.name in registered(root):
             return
         _append_line(root / REGISTRY, _canonical(_signed(key, {"chain": folder.name,
@@ -262,13 +269,16 @@ def verify_registry(root: Path, key: bytes) -> list[str]:
     """Problems with the set of chains: a registry line that does not verify, a registered
     chain that is gone (deleted whole), a chain on disk that was never registered."""
     root = Path(root)
-    problems = []
+    problems, names = [], set()
     path = root / REGISTRY
     lines = path.read_bytes().splitlines() if path.exists() else []
     for number, line in enumerate(lines, 1):
-        if line.strip() and not _verified(key, json.loads(line)):
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        names.add(entry.get("chain"))
+        if not _verified(key, entry):
             problems.append(f"{path}:{number}: registry entry does not verify (edited, or another key)")
-    names = set(registered(root))
     on_disk = {folder.name for folder in chains(root)}
     problems += [f"{root / name}: registered chain is missing (deleted)" for name in sorted(names - on_disk)]
     problems += [f"{root / name}: chain is not in {REGISTRY} (planted, or the registry was edited)"
@@ -443,13 +453,10 @@ def erase_subject(root: Path, subject: str, tenant: str, by: str, erasure_seq: i
     chain still verifies: hashes cover the content's hash, not the content). Each chain is
     rewritten under its writer's lock, so an append cannot land between read and rename.
     Returns the count."""
-    import fcntl
-
     erased = 0
     mark = tombstone(by, erasure_seq)
     for folder in chains(root):
-        with open(folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _exclusive(folder / ".lock"):
             for seg in sorted(folder.glob("segment-*.jsonl")):
                 lines = seg.read_bytes().splitlines(keepends=True)
                 changed = False

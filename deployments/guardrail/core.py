@@ -222,8 +222,9 @@ def injection_windows(text: str) -> list[str]:
     out, start = [], 0
     while start < len(text):
         end = min(start + WINDOW_CHARS, len(text))
-        if end < len(text):  # cut at the last space, unless the window has none
-            end = text.rfind(" ", start + WINDOW_CHARS // 2, end) if " " in text[start + WINDOW_CHARS // 2:end] else end
+        if end < len(text):  # cut at the last space in the window's second half, if it has one
+            cut = text.rfind(" ", start + WINDOW_CHARS // 2, end)
+            end = cut if cut > 0 else end
         out.append(text[start:end])
         if end == len(text):
             break

@@ -455,9 +455,7 @@ class ChatService:
     async def _screened_hit(self, p: _Prepared) -> str:
         """A hit passes the output guard again: whoever can write the region's Redis could
         otherwise plant an answer that no guard ever read."""
-        t0 = time.perf_counter()
-        verdict = await self._check_output(p, p.cache.text or "", True)
-        self._observe_stage(p.timings, "guardrail_output", t0)
+        verdict = await self._timed(p.timings, "guardrail_output", self._check_output(p, p.cache.text or "", True))
         return p.answer_from_cache() if verdict.allowed else verdict.text
 
     def _check_output(self, p: _Prepared, text: str, final: bool, sent: str = ""):
