@@ -182,27 +182,48 @@ def _start_ray_head(settings: EmbassySettings, run_dir: Path, env: dict[str, str
            f"--runtime-env-agent-port={free_port()}",
            # 0: workers bind ports the OS picks, so two stacks never race for one range.
            "--min-worker-port=0", "--max-worker-port=0"]
-    service_cpus = settings.cluster.service_cpus()
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=str(settings.resolve(Path("."))),
-                                preexec_fn=(lambda: os.sched_setaffinity(0, service_cpus))
-                                if service_cpus else None)
+        # Unpinned: pinned to one core from the start, Ray's daemons (each imports Ray, 5 s
+        # of CPU on a slow host) took over 30 s, and the raylet gave up on its dashboard
+        # agent. `_pin_to_service_cpus` moves them once the head is up.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"},
+                                start_new_session=True, cwd=str(settings.resolve(Path("."))))
     return proc, f"127.0.0.1:{gcs_port}", temp_dir
 
 
-def _wait_for_gcs(proc: subprocess.Popen, address: str, log_file: Path, timeout: float = 120) -> None:
-    host, port = address.split(":")
+HEAD_STARTED = b"Ray runtime started."
+
+
+def _wait_for_head(proc: subprocess.Popen, log_file: Path, timeout: float = 180) -> None:
+    """Wait until `ray start` says the head node is up: GCS, raylet and agents all
+    registered (an open GCS port alone is not that; the driver then found no node)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"ray head exited early; see {log_file}")
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.5)
+        if HEAD_STARTED in log_file.read_bytes():
+            return
+        time.sleep(0.5)
     raise RuntimeError(f"ray head did not start within {timeout:.0f}s; see {log_file}")
+
+
+def _pin_to_service_cpus(marker: str, cpus: set[int]) -> int:
+    """Move every thread of the stack's processes to `cpus`; what they start later
+    (workers, replicas, the engine's processes) inherits it. Returns the threads moved.
+    Threads, not processes: Linux sets affinity per thread."""
+    moved = 0
+    for pid in _stack_pids(marker):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                moved += 1
+            except OSError:  # exited meanwhile
+                pass
+    return moved
 
 
 STATE_UMASK = 0o077
@@ -255,7 +276,9 @@ def start_stack(settings: EmbassySettings, config_path: Path, progress: Progress
                        redis.url if redis else None, redis.pid if redis else None)
     state_path(settings).write_text(json.dumps(asdict(state), indent=2))
     try:
-        _wait_for_gcs(proc, address, log_file)
+        _wait_for_head(proc, log_file)
+        if service_cpus := settings.cluster.service_cpus():
+            _pin_to_service_cpus(f"{STACK_MARKER}={run_dir}", service_cpus)
         progress("deploying the regional app (vLLM takes a minute on CPU)")
         deploy(settings, config_path, address, env)
         deadline = time.monotonic() + ready_timeout_s

@@ -53,3 +53,38 @@ def test_free_ports_stay_out_of_the_range_the_os_hands_to_workers_and_clients():
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[-1]))  # free when handed out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 CPUs to split")
+def test_pinning_moves_every_thread_of_the_stacks_processes_and_no_other(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    marker = f"{stack.STACK_MARKER}={tmp_path}"
+    # A stack process with a second thread, and a process outside the stack.
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    inside = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, stack.STACK_MARKER: str(tmp_path)})
+    outside = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        while len(os.listdir(f"/proc/{inside.pid}/task")) < 2:
+            time.sleep(0.05)
+        reserved = {sorted(os.sched_getaffinity(0))[-1]}
+        assert stack._pin_to_service_cpus(marker, reserved) == 2
+        for tid in os.listdir(f"/proc/{inside.pid}/task"):
+            assert os.sched_getaffinity(int(tid)) == reserved
+        assert os.sched_getaffinity(outside.pid) == os.sched_getaffinity(0)
+    finally:
+        inside.kill()
+        outside.kill()
+
+
+def test_a_head_that_exits_before_it_started_is_reported(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "ray-head.log"
+    log.write_bytes(b"")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    with pytest.raises(RuntimeError, match="exited early"):
+        stack._wait_for_head(proc, log, timeout=30)
