@@ -1,8 +1,10 @@
 """Measures the guard on JSON Lines files (formats of models/training/README.md).
 
 PII scoring is span-level: a prediction is right when it overlaps a labelled span of the
-same type; a labelled span is found when a prediction of its type overlaps it. Scored are
-the data set's types that Embassy detects, under the data set's names (SCORED_PII).
+same type; a labelled span is found when a prediction of its type overlaps it. A data set
+labelled in Presidio's names (presidio-research) is scored on the eight types both share
+(SCORED_PII); one labelled in Embassy's own names (tests/data/customs_dev) on every type
+the detector claims.
 """
 
 from __future__ import annotations
@@ -50,14 +52,25 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+def pii_names(rows: list[dict]) -> dict[str, str]:
+    """Embassy's type -> the data set's name for it, for the types to score."""
+    from deployments.guardrail.pii import PII_TYPES
+
+    labelled = {s["type"] for row in rows for s in row["spans"]}
+    if labelled & (set(SCORED_PII.values()) - set(PII_TYPES)):
+        return SCORED_PII
+    return {t: t for t in PII_TYPES}
+
+
 def eval_pii(rows: list[dict], find: Callable[[str], list]) -> dict[str, Any]:
-    per = {t: {"tp_pred": 0, "pred": 0, "found": 0, "support": 0} for t in SCORED_PII.values()}
+    names = pii_names(rows)
+    per = {t: {"tp_pred": 0, "pred": 0, "found": 0, "support": 0} for t in names.values()}
     latencies = []
     for row in rows:
         findings, seconds = timed(lambda: find(row["text"]))
         latencies.append(seconds)
         gold = [(s["type"], (s["start"], s["end"])) for s in row["spans"] if s["type"] in per]
-        preds = [(SCORED_PII[f.type], (f.start, f.end)) for f in findings if f.type in SCORED_PII]
+        preds = [(names[f.type], (f.start, f.end)) for f in findings if f.type in names]
         for kind, span in preds:
             per[kind]["pred"] += 1
             per[kind]["tp_pred"] += any(k == kind and _overlaps(span, g) for k, g in gold)

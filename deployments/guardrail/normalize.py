@@ -21,3 +21,16 @@ _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u180b-\u180f\u200b-\u20
 
 def normalize(text: str) -> str:
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+
+
+def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
+    """`normalize`, with the offset in `text` of each character of the result (so that a
+    span found in the normalized text can be reported on the text as written)."""
+    out, offsets = [], []
+    for i, ch in enumerate(text):
+        if _INVISIBLE.fullmatch(ch):
+            continue
+        folded = unicodedata.normalize("NFKC", ch)
+        out.append(folded)
+        offsets += [i] * len(folded)
+    return "".join(out), offsets

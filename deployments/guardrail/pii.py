@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Callable, Iterable
 
-from deployments.guardrail import checksums
+from deployments.guardrail import checksums, trade_terms
 from embassy.placeholders import restore as restore_placeholders
 
 # Placeholder names; the eval maps them to Presidio's where the data set uses those.
@@ -69,10 +69,48 @@ def _phone(s: str) -> bool:
     return len(re.findall(r"(?<!\d)\d{4}(?!\d)", s)) < 3
 
 
+def _aadhaar_shaped(s: str) -> bool:
+    """Twelve digits grouped 4-4-4 that pass Aadhaar's check: an Aadhaar number, not a card."""
+    return bool(re.fullmatch(r"[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}", s)) and checksums.verhoeff(_digits(s))
+
+
+def _passport_number(s: str) -> bool:
+    compact = s.replace(" ", "")
+    return 6 <= len(compact) <= 9 and any(c.isdigit() for c in compact)
+
+
+# Labels of the trade's reference numbers and codes: a number after one is not a phone.
+_REFERENCE_LABEL = re.compile(
+    r"(?i:\b(?:hs|hts|cn|taric|tariff|heading|subheading|commodity|code|invoice|inv|po|order|ref|reference|b/?l|"
+    r"awb|mawb|hawb|booking|container|cntr|seal|mrn|entry|bill|iec|eori|gstin|vat|l/?c|job|lot|batch|voyage|"
+    r"shipment|consignment|declaration|permit|licen[cs]e|certificate|reclassify|classify|under|item|line)"
+    r"(?:\s+(?:no|nr|number|#)\.?)?)\W{0,4}(?:[A-Z]{2,6}[-/ ]?)?$")
+_PHONE_CUE = re.compile(r"(?i:\b(?:tel|telephone|phone|mobile|mob|cell|fax|call|whatsapp|contact|ph)\b)")
+# HS/HTS/CN codes: "8504.40", "8504.40.9580", "8504.40.95.80", "850440".
+_HS_DOTTED = re.compile(r"\d{4}\.\d{2}(?:\.?\d{2}){0,3}")
+
+
+_HS_SPACED = re.compile(r"\d{4} \d{2}(?: \d{2}){1,2}|\d{4} \d{2} \d{4}")
+_HS_CONTEXT = re.compile(r"(?i:\b(?:hs|hts|cn|taric|tariff|heading|subheading|commodity)\b|classif)")
+
+
+def _reference_number(m: re.Match) -> bool:
+    """A tariff code or a document's number, which the phone pattern would otherwise take."""
+    value = m.group(0).strip()
+    if _HS_DOTTED.fullmatch(value):
+        return True
+    before = m.string[max(0, m.start() - 40):m.start()]
+    if _PHONE_CUE.search(before) or value.startswith(("+", "(")):
+        return False
+    if _HS_SPACED.fullmatch(value) and _HS_CONTEXT.search(m.string[max(0, m.start() - 80):m.start()]):
+        return True
+    return bool(_REFERENCE_LABEL.search(before))
+
+
 _STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|Boulevard|Blvd\.?|"
                  r"Way|Court|Ct\.?|Place|Pl\.?|Square|Sq\.?|Terrace|Parkway|Pkwy|Highway|Hwy|"
                  r"Circle|Trail|Row|Crescent|Close|Gardens|Hill|Dale|Park|Forges?|Mews|Walk|Alley|"
-                 r"Plaza|Passage|Port|Ridge|View|Path|Pike|Green|Isle|Loop|Lodge|Flats?|Extensions?|"
+                 r"Plaza|Passage|Ridge|View|Path|Pike|Green|Isle|Loop|Lodge|Flats?|Extensions?|"
                  r"Station|Springs?|Shoals?|Points?|Valley|Villages?|Vista|Wells?|Heights|Harbor|"
                  r"Junction|Meadows?|Mills?|Orchard|Parks|Pines|Plains?|Prairie|Ranch|Shores?|Summit|"
                  r"Track|Trafficway|Tunnel|Turnpike|Underpass|Union|Unions|Viaduct|Ways|Burgs?|Brooks?|"
@@ -85,13 +123,18 @@ _STREET_WORDS = (r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Lane|Ln\.?|Drive|Dr\.?|
 # Street names whose type is a suffix of one word (German, Nordic, Dutch ...).
 _STREET_SUFFIX = r"[A-ZÀ-Þa-zà-þ][\w'’-]{0,30}(?:strasse|straße|str\.|gasse|weg|allee|platz|damm|gatan|vägen|" \
                  r"gade|vej|veien|katu|kuja|braut|gata|laan|straat|plein|gracht|útja|utca)"
-_STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Rua|Carrer|ul\.|ulica|Av\.)"
+_STREET_PREFIX = r"(?:Via|Viale|Vicolo|Piazza|Corso|Rue|Avenue|Calle|Avenida|Avda\.|Paseo|Rua|Carrer|C/|ul\.|ulica|Av\.)"
 _CAP = r"[A-ZÀ-Þ][\w'’.-]{0,30}"
 _UNIT = r"(?:,?\s*(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Floor|Fl\.?|Box)\s*\d+\w?)?"
 _ADDRESS = re.compile(
     rf"\b\d{{1,6}}(?:\s+\d{{1,5}})?\s+(?:{_CAP}\s+){{0,4}}(?:{_STREET_WORDS})\b(?:\s+\d{{1,5}}\b)?{_UNIT}"
     rf"|\b(?:\d{{1,6}}\s+)?{_STREET_SUFFIX}\s+\d{{1,5}}\w?\b{_UNIT}"
-    rf"|\b(?:\d{{1,6}}\s+){{0,2}}(?i:{_STREET_PREFIX})\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
+    # Case-sensitive: "ships via Genoa" is not an Italian street.
+    rf"|(?:\b|(?<=\s))(?:\d{{1,6}}\s+){{0,2}}{_STREET_PREFIX}\s*(?:(?:de(?:l|\s+la)?|d'|da|do|di)\s+)?(?:{_CAP}\s+){{0,3}}{_CAP}(?:\s+\d{{1,5}}\w?)?\b{_UNIT}"
+    # Indian plot and survey numbers, with the estate or area after them:
+    # "Plot No. 45, MIDC Industrial Area, Taloja 410208".
+    rf"|\b(?:Plot|Survey|Shed|Gat|Khasra|Door|Flat|House|Shop|Godown|Gala)\s+No\.?\s*[\w/-]{{1,12}}"
+    rf"(?:,\s*[A-Z0-9][\w'’/-]*(?:\s+(?:[A-Z0-9][\w'’/()-]*|of|and|&)){{0,5}}){{1,3}}"
     rf"|\b(?:Apt\.?|Apartment|Suite|Unit)\s+\d{{1,5}}\b"
     # house number (or postcode), a street name of one to three words, a number: "91215 Harjukuja 54"
     rf"|\b\d{{3,5}}\s+{_CAP}(?:\s+[\w'’.-]{{1,30}}){{0,2}}\s+\d{{1,5}}\b(?![.,]\d){_UNIT}"
@@ -102,10 +145,10 @@ _ADDRESS = re.compile(
 
 _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("EMAIL", re.compile(r"\b[\w.+%-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[A-Za-z]{2,24}\b"), priority=5),
-    _Pattern("IBAN", re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?\b"),
+    _Pattern("IBAN", re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),  # the tail: not " for"
              lambda m: checksums.iban(m.group(0)), priority=5),
     _Pattern("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){11,18}\d\b"),
-             lambda m: 12 <= len(_digits(m.group(0))) <= 19 and not m.string[:m.start()].endswith("+") and checksums.luhn(_digits(m.group(0)))
+             lambda m: 12 <= len(_digits(m.group(0))) <= 19 and not _aadhaar_shaped(m.group(0)) and not m.string[:m.start()].endswith("+") and checksums.luhn(_digits(m.group(0)))
              and not _digits(m.group(0)).startswith("784"), priority=4),
     _Pattern("EMIRATES_ID", re.compile(r"\b784[ -]?\d{4}[ -]?\d{7}[ -]?\d\b"),
              lambda m: checksums.luhn(_digits(m.group(0))), priority=5),
@@ -116,21 +159,27 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern("PAN", re.compile(r"\b[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z]\b"), priority=5),
     _Pattern("US_SSN", re.compile(r"\b(\d{3})[- ](\d{2})[- ](\d{4})\b"),
              lambda m: checksums.us_ssn(*m.groups()), priority=3),
+    # Nine digits in a row are an SSN only next to their keyword: "SSN 123456789".
+    _Pattern("US_SSN", re.compile(r"(?i:\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)\s{0,3}(?:is\s+)?[:#]?\s{0,3})"
+                                  r"((\d{3})(\d{2})(\d{4}))\b"),
+             lambda m: checksums.us_ssn(m.group(2), m.group(3), m.group(4)), group=1, priority=5),
     _Pattern("UK_NINO", re.compile(
         r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), priority=5),
     _Pattern("IP_ADDRESS", re.compile(
         r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"),
         _ip, priority=4),
-    _Pattern("PASSPORT", re.compile(r"(?i:passport)(?:\s{1,3}(?:no\.?|number|num\.?|#))?\s{0,3}[:#]?\s{0,3}([A-Z0-9]{6,9})\b"),
-             lambda m: any(c.isdigit() for c in m.group(1)), group=1, priority=5),
+    _Pattern("PASSPORT", re.compile(
+        r"(?i:\b(?:passport|passeport|pasaporte|passaporto|reisepass|paspoort|pass)(?:[\s-]{1,3}(?:no\.?|nr\.?|n°|number|num\.?|#|"
+        r"id))?(?:\s{1,3}(?:is|was|reads))?\s{0,3}[:#]?\s{0,3})([A-Z0-9]{1,3} ?[A-Z0-9]{5,8})\b"),
+             lambda m: _passport_number(m.group(1)), group=1, priority=5),
     _Pattern("DATE_OF_BIRTH", re.compile(
         r"(?i:\b(?:born(?:\s+on)?|date\s+of\s+birth|d\.?o\.?b\.?|birth\s*date|birthday)\b)\s{0,3}[:,]?\s{0,3}"
         r"(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}(?:st|nd|rd|th)?\s+[A-Za-z]{3,9}\.?,?\s+\d{4}"
         r"|[A-Za-z]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"), group=1, priority=5),
     _Pattern("PHONE", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-]?|001-)?(?:\(0\)[ ]?)?(?:\(\d{1,4}\)[ .-]?)?"
-        r"(?:\d{10,11}|\d{2,5}(?:[ .-]\d{2,8}){0,4})(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)"),
-        lambda m: _phone(m.group(0).strip()), priority=2),
+        r"(?<![\w+/-])(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-]?|001-)?(?:\(0\)[ ]?)?(?:\(\d{1,4}\)[ .-]?)?"
+        r"(?:\d{7,12}|\d{2,5}(?:[ .-]\d{2,8}){0,4})(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?!\w|-\d)"),
+        lambda m: _phone(m.group(0).strip()) and not _reference_number(m), priority=2),
     _Pattern("ADDRESS", _ADDRESS, priority=3),
     # A named street without a number after "on"/"at": "shows on Berg Hills Street".
     _Pattern("ADDRESS", re.compile(rf"\b(?:on|at|and)\s+((?:{_CAP}\s+){{1,3}}(?:{_STREET_WORDS})\b)"),
@@ -236,15 +285,19 @@ class PiiDetector:
     def find(self, text: str, types: Iterable[str] | None = None) -> list[Finding]:
         wanted = set(types) if types is not None else set(PII_TYPES)
         candidates: list[tuple[int, Finding]] = []
-        for p in _PATTERNS:
-            if p.type not in wanted:
-                continue
-            for m in p.regex.finditer(text):
-                if p.valid(m):
-                    s, e = m.span(p.group)
-                    candidates.append((p.priority, Finding(p.type, s, e, text[s:e])))
+        for view, offsets, kinds in _number_views(text):
+            for p in _PATTERNS:
+                if p.type not in wanted or (kinds is not None and p.type not in kinds):
+                    continue
+                for m in p.regex.finditer(view):
+                    if p.valid(m):
+                        s, e = m.span(p.group)
+                        if offsets is not None:
+                            s, e = offsets[s], offsets[e - 1] + 1
+                        candidates.append((p.priority, Finding(p.type, s, e, text[s:e])))
         if "PERSON" in wanted:
-            candidates += [(2, f) for f in self._names(text)]
+            names = (_trim_name(text, f) for f in self._names(text))
+            candidates += [(2, f) for f in names if f is not None and not _trade_words(text, f)]
         return _resolve_overlaps(candidates)
 
     def _names(self, text: str) -> list[Finding]:
@@ -270,6 +323,101 @@ class PiiDetector:
                 end = m.end() + _SURNAMES.match(text, m.end()).end() - m.end()
                 found.append(Finding("PERSON", m.start(), end, text[m.start():end], 0.6))
         return found
+
+
+# Obfuscated numbers: a space between every character ("4 1 1 1 ...", "N L 9 1 ..."), runs
+# of spaces between groups, dots between groups. Patterns also run on views of the text
+# with these undone; a finding there is reported at its place in the text as written.
+_SPACED_RUN = re.compile(r"(?<!\S)[\dA-Z+(](?: [\dA-Z()+-]){6,}(?![\dA-Za-z])")
+_WIDE_GAP = re.compile(r"(?<=[\dA-Z)]) {2,4}(?=[\dA-Z+(])")
+_DOT_GAP = re.compile(r"(?<=[\dA-Z])\.(?=[\dA-Z])")
+_NUMBER_TYPES = frozenset(("PHONE", "CREDIT_CARD", "IBAN", "AADHAAR", "EMIRATES_ID", "US_SSN", "UK_NINO", "NRIC", "PAN"))
+# Dots separate HS codes and dates too: only identifiers with check digits (or SSN's
+# format rules) are read with dots as separators.
+_CHECKED_TYPES = frozenset(("CREDIT_CARD", "IBAN", "AADHAAR", "EMIRATES_ID", "US_SSN"))
+
+
+def _rewrite(text: str, offsets: list[int], regex: re.Pattern, keep: Callable[[str], list[tuple[str, int]]]):
+    out, offs, pos = [], [], 0
+    for m in regex.finditer(text):
+        out.append(text[pos:m.start()])
+        offs += offsets[pos:m.start()]
+        for ch, i in keep(m.group(0)):
+            out.append(ch)
+            offs.append(offsets[m.start() + i])
+        pos = m.end()
+    out.append(text[pos:])
+    offs += offsets[pos:]
+    return "".join(out), offs
+
+
+def _number_views(text: str) -> list[tuple[str, list[int] | None, frozenset[str] | None]]:
+    """(view, offset in `text` of each view character or None for `text` itself, types to look for there)."""
+    views: list[tuple[str, list[int] | None, frozenset[str] | None]] = [(text, None, None)]
+    if not any(c.isdigit() for c in text):
+        return views
+    spaced = [m for m in _SPACED_RUN.finditer(text) if sum(c.isdigit() for c in m.group(0)) >= 7]
+    view, offsets = text, list(range(len(text)))
+    if spaced:
+        runs = re.compile("|".join(re.escape(m.group(0)) for m in spaced))
+        view, offsets = _rewrite(view, offsets, runs, lambda g: [(c, i) for i, c in enumerate(g) if c != " "])
+    if _WIDE_GAP.search(view):
+        view, offsets = _rewrite(view, offsets, _WIDE_GAP, lambda g: [(" ", 0)])
+    if view != text:
+        views.append((view, offsets, _NUMBER_TYPES))
+    if _DOT_GAP.search(view):
+        dotted, dotted_offsets = _rewrite(view, offsets, _DOT_GAP, lambda g: [(" ", 0)])
+        views.append((dotted, dotted_offsets, _CHECKED_TYPES))
+    return views
+
+
+_PARTICLES = frozenset("de da das do dos di del della van von der den ten ter al el bin binti bint ibn la le du".split())
+
+
+def _trim_name(text: str, f: Finding) -> Finding | None:
+    """A name candidate cut to its first line, without the lower-case words around its
+    capitalised ones ("Mar volumes" -> "Mar"; particles such as "de" stay inside)."""
+    start = f.start + len(f.text) - len(f.text.lstrip())
+    end = start + len(f.text.strip().split("\n")[0].rstrip())
+    words = [(m.start() + start, m.end() + start, m.group(0)) for m in re.finditer(r"\S+", text[start:end])]
+    if any(w[2][0].isupper() for w in words):
+        while words and not words[0][2][0].isupper():
+            words.pop(0)
+        while words and not words[-1][2][0].isupper() and words[-1][2] not in _PARTICLES:
+            words.pop()
+    if not words:
+        return None
+    s, e = words[0][0], words[-1][1]
+    return Finding(f.type, s, e, text[s:e], f.score)
+
+
+def _trade_words(text: str, f: Finding) -> bool:
+    """A PERSON candidate that is a word of the trade: a port or place, a vessel, a company,
+    a document's label or a month. Names introduced by a phrase ("Attn:", "my name is")
+    are kept unless they hold a digit or a company's legal form."""
+    words = f.text.split()
+    if not words or any(c.isdigit() for c in f.text):
+        return True
+    line_end = text.find("\n", f.end)
+    after = text[f.end:line_end if line_end >= 0 else len(text)][:40]
+    following = re.match(r"(?:\s+[A-Z][\w.&/-]*)*", after).group(0).split()
+    if any(w.strip(",.") in trade_terms.LEGAL_FORMS or w in trade_terms.LEGAL_FORMS for w in words[1:] + following):
+        return True
+    if f.score >= 0.7 and f.score != 0.85:  # introduced by a phrase
+        return False
+    before = text[max(0, f.start - 30):f.start]
+    previous = before.split()[-1:] or [""]
+    if f.text in trade_terms.PLACES or f"{previous[0]} {f.text}" in trade_terms.PLACES:
+        return True
+    if all(w.lower().strip(",.:") in trade_terms.DOCUMENT_WORDS or w in trade_terms.MONTH_ABBREVIATIONS
+           for w in words):
+        return True
+    if previous[0] in trade_terms.CARRIERS or words[0] in trade_terms.CARRIERS or words[0] in trade_terms.INCOTERMS or re.search(r"(?i:\b(?:on the|vessel|m/?v|feeder|mother vessel))\s+$", before):
+        return True
+    incoterm = r"\b(?:" + "|".join(trade_terms.INCOTERMS) + r")"
+    place_cue = (rf"(?:{incoterm}|(?i:\bvia|\bport of|\bex|\bpol|\bpod|\bdischarge|\bloading|\bdelivery|\breceipt|"
+                 rf"\bdestination|\borigin|\bthrough|\btransit|\barrivals? at|\bcleared at|\bberth(?:ed)? at))\W{{0,3}}$")
+    return bool(re.search(place_cue, before))
 
 
 # A sentence ends at . ! ? before a space (not after an initial or a title: "Mr. J. Doe"),
