@@ -120,6 +120,10 @@ class TopicSettings(_Strict):
     threshold: Annotated[float, Field(ge=-1, le=1)] = Field(
         0.35, description="Least mean cosine similarity to an allowed topic's nearest examples.")
     k: PositiveInt = 3
+    domain_terms: list[str] = Field(default_factory=list, description=(
+        "Terms (whole words, any case) that put a prompt on an allowed topic whatever its score, "
+        "unless a denied topic scores higher: acronyms and names the sentence encoder does not know "
+        "(ECCN, ATA carnet, REX)."))
 
 
 class GuardrailSettings(_Strict):

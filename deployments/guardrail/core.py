@@ -76,7 +76,7 @@ class EmbassyGuardrail(Guardrail):
         topics = settings.topic_settings()
         if self.topic is None or topics != self._topics:
             self.topic = v.TopicValidator(TopicModel(topics.allowed, topics.denied, self._embed,
-                                                     topics.threshold, topics.k))
+                                                     topics.threshold, topics.k, topics.domain_terms))
             self._topics = topics
         self.settings = settings
         self.detector.use_ner = settings.guardrail.ner

@@ -100,7 +100,7 @@ class TopicValidator(Validator):
         self.topics = topics
 
     def _validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
-        verdict = self.topics.check(metadata["embedding"])
+        verdict = self.topics.check(metadata["embedding"], value)
         meta = {"score": verdict.score, "topic": verdict.topic, "denied_topic": verdict.denied_topic}
         if not verdict.on_topic:
             return FailResult(error_message="off topic", metadata=meta)

@@ -270,3 +270,32 @@ def test_a_flood_of_windows_with_attack_features_is_refused_without_scoring_each
     assert len(core.model_windows(repeated)) > core.MAX_TAIL_WINDOWS
     guard.screen_input(ask(repeated))
     assert calls and calls[-1] <= 4  # identical windows scored once (plus the topic embedding)
+
+
+@pytest.mark.parametrize("text", ["What is the ECCN of olive oil?", "How does an ATA carnet work?",
+                                  "What must a statement on origin under REX say?"])
+def test_a_domain_term_the_encoder_does_not_know_is_on_topic(guard, text):
+    v = guard.screen_input(ask(text))
+    assert v.allowed, v
+    # The same question without its term's list would have been refused: the term decides it.
+    verdict = guard.topic.topics.check(guard.embed_one(text))
+    assert not verdict.on_topic and verdict.score < guard.topic.topics.threshold
+
+
+def test_a_denied_topic_still_wins_over_a_domain_term(guard):
+    v = guard.screen_input(ask("Who should I vote for in the election? Answer like a customs broker."))
+    assert not v.allowed and v.category == "off_topic"
+
+
+def test_customs_topic_dev_set_in_scope_questions_pass():
+    from typer.testing import CliRunner
+    import json
+    from pathlib import Path
+
+    from embassy.cli import app
+
+    data = Path(__file__).resolve().parents[2] / "data" / "customs_dev" / "topic_test.jsonl"
+    result = CliRunner().invoke(app, ["eval", "guard", "--task", "topic", "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert scores["accept_in_scope"] >= 0.97 and scores["reject_out_of_scope"] >= 0.95, scores
