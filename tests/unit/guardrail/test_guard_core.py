@@ -273,7 +273,7 @@ def test_a_flood_of_windows_with_attack_features_is_refused_without_scoring_each
 
 
 @pytest.mark.parametrize("text", ["What is the ECCN of olive oil?", "How does an ATA carnet work?",
-                                  "What must a statement on origin under REX say?"])
+                                  "Does REX apply to my olive oil?", "What is the TARIC measure for garlic?"])
 def test_a_domain_term_the_encoder_does_not_know_is_on_topic(guard, text):
     v = guard.screen_input(ask(text))
     assert v.allowed, v
