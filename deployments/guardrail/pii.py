@@ -169,7 +169,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
         r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"),
         _ip, priority=4),
     _Pattern("PASSPORT", re.compile(
-        r"(?i:\b(?:passport|passeport|pasaporte|passaporto|reisepass|paspoort|pass)(?:[\s-]{1,3}(?:no\.?|nr\.?|n°|number|num\.?|#|"
+        r"(?i:\b(?:passport|passeport|pasaporte|passaporto|reisepass|paspoort)(?:[\s-]{1,3}(?:no\.?|nr\.?|n°|number|num\.?|#|"
         r"id))?(?:\s{1,3}(?:is|was|reads))?\s{0,3}[:#]?\s{0,3})([A-Z0-9]{1,3} ?[A-Z0-9]{5,8})\b"),
              lambda m: _passport_number(m.group(1)), group=1, priority=5),
     _Pattern("DATE_OF_BIRTH", re.compile(
