@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -278,7 +277,7 @@ def eval_guard(
 
     from deployments.guardrail.core import EmbassyGuardrail
     from deployments.guardrail.evaluation import eval_binary, eval_pii, read_jsonl
-    from deployments.guardrail.normalize import normalize, normalize_with_offsets
+    from deployments.guardrail.normalize import normalize
 
     if task not in ("pii", "injection", "topic"):
         err.print(f"[red]--task: {task!r} is not one of pii, injection, topic[/red]")
@@ -295,13 +294,7 @@ def eval_guard(
         raise typer.Exit(2)
     guard = EmbassyGuardrail(settings)
     if task == "pii":
-        def find(text: str) -> list:
-            # As the guard sees it (normalised), reported on the text as written.
-            folded, offsets = normalize_with_offsets(text)
-            offsets.append(len(text))
-            return [dataclasses.replace(f, start=offsets[f.start], end=offsets[f.end - 1] + 1)
-                    for f in guard.detector.find(folded)]
-        result = eval_pii(rows, find)
+        result = eval_pii(rows, guard.detector.find_as_written)
     elif task == "injection":
         def flagged(text: str) -> bool:
             text = normalize(text)

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from typing import Callable, Iterable
 
 from deployments.guardrail import checksums, trade_terms
+from deployments.guardrail.normalize import normalize_with_offsets
 from embassy.placeholders import restore as restore_placeholders
 
 # Placeholder names; the eval maps them to Presidio's where the data set uses those.
@@ -300,6 +301,17 @@ class PiiDetector:
             candidates += [(2, f) for f in names if f is not None and not _trade_words(text, f)]
         return _resolve_overlaps(candidates)
 
+    def find_as_written(self, text: str) -> list[Finding]:
+        """`find` on the text as the guard sees it (normalised), with spans and values on
+        the text as written."""
+        folded, offsets = normalize_with_offsets(text)
+        offsets.append(len(text))
+        found = []
+        for f in self.find(folded):
+            start, end = offsets[f.start], offsets[f.end - 1] + 1
+            found.append(Finding(f.type, start, end, text[start:end], f.score))
+        return found
+
     def _names(self, text: str) -> list[Finding]:
         """NER names, names introduced by a phrase ("my name is"), capitalised words in the
         first-name list (extended over a following capitalised surname), and surnames that
@@ -371,6 +383,11 @@ def _number_views(text: str) -> list[tuple[str, list[int] | None, frozenset[str]
     return views
 
 
+_VESSEL_CUE = re.compile(r"(?i:\b(?:on the|vessel|m/?v|feeder|mother vessel))\s+$")
+_PLACE_CUE = re.compile(
+    r"(?:\b(?:" + "|".join(sorted(trade_terms.INCOTERMS)) + r")|(?i:\bvia|\bport of|\bex|\bpol|\bpod|\bdischarge|"
+    r"\bloading|\bdelivery|\breceipt|\bdestination|\borigin|\bthrough|\btransit|\barrivals? at|\bcleared at|"
+    r"\bberth(?:ed)? at))\W{0,3}$")
 _PARTICLES = frozenset("de da das do dos di del della van von der den ten ter al el bin binti bint ibn la le du".split())
 
 
@@ -412,12 +429,10 @@ def _trade_words(text: str, f: Finding) -> bool:
     if all(w.lower().strip(",.:") in trade_terms.DOCUMENT_WORDS or w in trade_terms.MONTH_ABBREVIATIONS
            for w in words):
         return True
-    if previous[0] in trade_terms.CARRIERS or words[0] in trade_terms.CARRIERS or words[0] in trade_terms.INCOTERMS or re.search(r"(?i:\b(?:on the|vessel|m/?v|feeder|mother vessel))\s+$", before):
+    if previous[0] in trade_terms.CARRIERS or words[0] in trade_terms.CARRIERS or words[0] in trade_terms.INCOTERMS \
+            or _VESSEL_CUE.search(before):
         return True
-    incoterm = r"\b(?:" + "|".join(trade_terms.INCOTERMS) + r")"
-    place_cue = (rf"(?:{incoterm}|(?i:\bvia|\bport of|\bex|\bpol|\bpod|\bdischarge|\bloading|\bdelivery|\breceipt|"
-                 rf"\bdestination|\borigin|\bthrough|\btransit|\barrivals? at|\bcleared at|\bberth(?:ed)? at))\W{{0,3}}$")
-    return bool(re.search(place_cue, before))
+    return bool(_PLACE_CUE.search(before))
 
 
 # A sentence ends at . ! ? before a space (not after an initial or a title: "Mr. J. Doe"),
