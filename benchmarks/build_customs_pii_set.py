@@ -17,7 +17,6 @@ numbers are valid. Deterministic: rerun it after editing the templates.
 
 from __future__ import annotations
 
-import json
 import random
 import string
 import sys
@@ -25,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.dev_sets import split, write  # noqa: E402
 from deployments.guardrail import checksums  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "customs_dev"
-SPLITS = (("train", 0.5), ("calibration", 0.2), ("test", 0.3))
 
 PORTS = ["Nhava Sheva", "Tuas", "Jebel Ali", "Port Klang", "Felixstowe", "Antwerp", "Rotterdam", "Hamburg",
          "Busan", "Laem Chabang", "Colombo", "Mundra", "Chennai", "Piraeus", "Algeciras", "Valencia", "Gdansk",
@@ -321,21 +319,13 @@ def build(seed: int = 16) -> dict[str, list[dict]]:
         if pii_type in NUMERIC:
             for obfuscation in OBFUSCATIONS:
                 rows += [_row(rng, pii_type, obfuscation) for _ in range(6)]
-    rng.shuffle(rows)
-    out, start = {}, 0
-    for name, share in SPLITS:
-        end = len(rows) if name == SPLITS[-1][0] else start + round(share * len(rows))
-        out[name] = rows[start:end]
-        start = end
-    return out
+    return split(rows, rng)
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, rows in build().items():
-        with (OUT / f"pii_{name}.jsonl").open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    splits = build()
+    write("pii", splits)
+    for name, rows in splits.items():
         print(f"{name}: {len(rows)} rows, {sum(len(r['spans']) for r in rows)} PII spans")
 
 

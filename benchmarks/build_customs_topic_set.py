@@ -12,12 +12,14 @@ templates and seeded fillers; deterministic.
 
 from __future__ import annotations
 
-import json
 import random
+import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "customs_dev"
-SPLITS = (("train", 0.5), ("calibration", 0.2), ("test", 0.3))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.dev_sets import split, write  # noqa: E402
+
 
 PRODUCTS = ["electric bicycles", "e-bikes", "drones", "a digital camera", "lithium-ion batteries", "cotton T-shirts",
             "running shoes", "olive oil", "frozen shrimp", "basmati rice", "solar panels", "laptops", "smartphones",
@@ -89,21 +91,13 @@ def build(seed: int = 16) -> dict[str, list[dict]]:
                                                  thing=rng.choice(THINGS), country=rng.choice(COUNTRIES).replace("the ", "")),
                          "label": "out_of_scope"})
     unique = list({r["text"]: r for r in rows}.values())
-    rng.shuffle(unique)
-    out, start = {}, 0
-    for name, share in SPLITS:
-        end = len(unique) if name == SPLITS[-1][0] else start + round(share * len(unique))
-        out[name] = unique[start:end]
-        start = end
-    return out
+    return split(unique, rng)
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, rows in build().items():
-        with (OUT / f"topic_{name}.jsonl").open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    splits = build()
+    write("topic", splits)
+    for name, rows in splits.items():
         print(f"{name}: {len(rows)} rows, {sum(r['label'] == 'in_scope' for r in rows)} in scope")
 
 
