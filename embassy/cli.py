@@ -381,8 +381,9 @@ def train_embedder(out: Path = OutOpt) -> None:
 def train_injection(
         data: list[Path] = typer.Option(None, "--data", exists=True, dir_okay=False,
                                         help="JSON Lines of {text, label: injection|benign}; repeat for several "
-                                             "(default: models/training/deepset_train.jsonl and "
-                                             "models/guard/injection_extra.jsonl)."),
+                                             "(default: models/training/deepset_train.jsonl, "
+                                             "models/guard/injection_extra.jsonl and "
+                                             "tests/data/customs_dev/injection_train.jsonl)."),
         target_fpr: float = typer.Option(0.05, "--target-fpr"),
         epochs: int = typer.Option(3, "--epochs"),
         calibrate_on: str = typer.Option("deepset_train.jsonl", "--calibrate-on",

@@ -118,5 +118,10 @@ def record(name: str, files: list[str], made_from: dict[str, Any], figures: dict
 
 TRAINING_DIR = PROJECT_ROOT / "models" / "training"
 QQP_PAIRS = TRAINING_DIR / "qqp_pairs_dev.jsonl.gz"
-INJECTION_TRAIN = [TRAINING_DIR / "deepset_train.jsonl", PROJECT_ROOT / "models" / "guard" / "injection_extra.jsonl"]
+# The customs dev set's train split teaches the domain's look-alikes (its calibration and
+# test splits stay out of training; tests/data/customs_dev/README.md).
+INJECTION_TRAIN = [TRAINING_DIR / "deepset_train.jsonl", PROJECT_ROOT / "models" / "guard" / "injection_extra.jsonl",
+                   PROJECT_ROOT / "tests" / "data" / "customs_dev" / "injection_train.jsonl"]
 INJECTION_TEST = TRAINING_DIR / "deepset_test.jsonl"
+# The cache's customs pairs: train and calibration set the customs threshold, test measures it.
+CUSTOMS_PAIRS_DIR = PROJECT_ROOT / "tests" / "data" / "customs_dev"

@@ -20,10 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from deployments.cache.mismatch import mismatch
 from deployments.cache.verifier import ARTIFACT, MAX_PAIR_TOKENS, META_FILE, ONNX_FILE, PairVerifier, pair_split
 from deployments.guardrail.evaluation import read_jsonl
-from models.artifacts import ARTIFACTS_DIR, entry, hash_files, record
+from models.artifacts import ARTIFACTS_DIR, CUSTOMS_PAIRS_DIR, entry, hash_files, record
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -202,28 +201,60 @@ def calibrate_verifier(pairs_file: Path, out: Path, embed, *, min_cosine: float,
             "target_precision": target_precision, "training": training}
     _write_meta(out, meta, training, {})  # the verifier loads only files its manifest vouches for
     verifier = PairVerifier(out)
+    # Customs pairs first: the general figures on the held-out part count the customs pairs
+    # in it (QQP has a few) at the customs threshold, as the cache would serve them.
+    meta["customs"] = calibrate_customs(verifier, embed, min_cosine, target_precision)
+    verifier.customs_threshold = meta["customs"]["threshold"]
     rows = read_jsonl(pairs_file)
     parts = {name: [r for i, r in enumerate(rows) if pair_split(i) == name] for name in ("calibrate", "test")}
-    cal_probs, cal_labels, cal_positives = _reaching_scores(parts["calibrate"], verifier, embed, min_cosine)
+    cal_probs, cal_labels, cal_positives = _reaching_scores(parts["calibrate"], verifier, embed, min_cosine,
+                                                            route="general")
     meta["threshold"], meta["calibration"] = pick_threshold(cal_probs, cal_labels, cal_positives, target_precision)
-    test_probs, test_labels, test_positives = _reaching_scores(parts["test"], verifier, embed, min_cosine)
-    accepted = test_probs >= meta["threshold"]
-    true_pos = int((accepted & (test_labels == 1)).sum())
-    meta["held_out"] = {"precision": round(true_pos / max(int(accepted.sum()), 1), 4),
-                        "recall": round(true_pos / max(test_positives, 1), 4), "pairs": len(parts["test"])}
+    verifier.threshold = meta["threshold"]
+    meta["held_out"] = _served_figures(parts["test"], verifier, embed, min_cosine)
     _write_meta(out, meta, training, {"threshold": meta["threshold"], "calibration": meta["calibration"],
-                                      "held_out": meta["held_out"]})
+                                      "held_out": meta["held_out"], "customs": meta["customs"]})
     return meta
 
 
-def _reaching_scores(rows: list[dict], verifier: PairVerifier, embed, min_cosine: float):
-    """The verifier's probabilities over the pairs that pass the cosine gate and the rules
-    (as a lookup asks: new question first), their labels, and the part's positives."""
+def calibrate_customs(verifier: PairVerifier, embed, min_cosine: float, target_precision: float,
+                      root: Path = CUSTOMS_PAIRS_DIR) -> dict:
+    """The customs path's threshold, from the customs dev set's train and calibration parts
+    together (the path fits nothing else; its slot rules were written against the train
+    part), then its figures on the test part, which nothing here chooses from. The threshold
+    is the lowest at which precision stays at `target_precision` with 95 % confidence (a
+    few hundred pairs: at the bare target, one more wrong hit on new data would break it)."""
+    fit = read_jsonl(root / "cache_train.jsonl") + read_jsonl(root / "cache_calibration.jsonl")
+    probs, labels, positives = _reaching_scores(fit, verifier, embed, min_cosine, route="customs")
+    threshold, figures = pick_threshold(probs, labels, positives, target_precision, confidence=0.95)
+    verifier.customs_threshold = threshold
+    test = read_jsonl(root / "cache_test.jsonl")
+    return {"threshold": threshold, "calibration": figures,
+            "held_out": _served_figures(test, verifier, embed, min_cosine)}
+
+
+def _reaching_scores(rows: list[dict], verifier: PairVerifier, embed, min_cosine: float, route: str):
+    """The verifier's probabilities over the pairs of one route ("general" or "customs")
+    that pass the cosine gate and the rules (as a lookup asks: new question first), their
+    labels, and the route's positives in the part."""
     a = embed([r["text_a"] for r in rows])
     b = embed([r["text_b"] for r in rows])
-    reach = [r for r, cos in zip(rows, (a * b).sum(1)) if cos >= min_cosine and mismatch(r["text_b"], r["text_a"]) is None]
+    routed = [(r, cos) for r, cos in zip(rows, (a * b).sum(1))
+              if verifier.rule(r["text_b"], r["text_a"])[0] == (route == "customs")]
+    reach = [r for r, cos in routed if cos >= min_cosine and verifier.rule(r["text_b"], r["text_a"])[1] is None]
     probs = verifier.probabilities([r["text_b"] for r in reach], [r["text_a"] for r in reach])
-    return probs, np.array([r["label"] for r in reach]), int(sum(r["label"] for r in rows))
+    return probs, np.array([r["label"] for r in reach]), int(sum(r["label"] for r, _ in routed))
+
+
+def _served_figures(rows: list[dict], verifier: PairVerifier, embed, min_cosine: float) -> dict:
+    """Precision and recall of what the cache would serve: cosine gate, then `verify`."""
+    a = embed([r["text_a"] for r in rows])
+    b = embed([r["text_b"] for r in rows])
+    served = [r for r, cos in zip(rows, (a * b).sum(1))
+              if cos >= min_cosine and verifier.verify(r["text_b"], [r["text_a"]])[0].accepted]
+    true_pos = sum(r["label"] == 1 for r in served)
+    return {"precision": round(true_pos / max(len(served), 1), 4),
+            "recall": round(true_pos / max(sum(r["label"] == 1 for r in rows), 1), 4), "pairs": len(rows)}
 
 
 def _write_meta(out: Path, meta: dict, training: dict, figures: dict) -> None:
@@ -233,20 +264,26 @@ def _write_meta(out: Path, meta: dict, training: dict, figures: dict) -> None:
     record(ARTIFACT, [ONNX_FILE, META_FILE], {
         "data": training.get("pairs_file_sha256", {}), "code": hash_files([here]),
         # What the threshold depends on besides the weights (calibrate again when one changes).
-        "calibration": {"code": hash_files([here.with_name("verifier.py"), here.with_name("mismatch.py")]),
+        "calibration": {"code": hash_files([here.with_name("verifier.py"), here.with_name("mismatch.py"),
+                                             here.with_name("slots.py")]),
                         "embedder_sha256": meta["embedder_sha256"], "min_cosine": meta["min_cosine"],
                         "target_precision": meta["target_precision"]},
         "parameters": {k: training.get(k) for k in ("train_rows", "epochs", "seed", "max_train")}}, figures, out)
 
 
-def pick_threshold(probs: np.ndarray, labels: np.ndarray, positives: int, target: float) -> tuple[float, dict]:
+def pick_threshold(probs: np.ndarray, labels: np.ndarray, positives: int, target: float,
+                   confidence: float | None = None) -> tuple[float, dict]:
     """The lowest threshold whose precision (over these pairs) is at least `target`; recall
-    counts against every positive of the part (`positives`), as the eval does."""
+    counts against every positive of the part (`positives`), as the eval does. With
+    `confidence`, the precision's one-sided Clopper-Pearson lower bound must reach it."""
+    from scipy.stats import beta
+
     order = np.argsort(-probs)
     tp = np.cumsum(labels[order])
     n = np.arange(1, len(order) + 1)
     precision = tp / n
-    ok = np.nonzero(precision >= target)[0]
+    bound = precision if confidence is None else np.nan_to_num(beta.ppf(1 - confidence, tp, n - tp + 1))
+    ok = np.nonzero(bound >= target)[0]
     if len(ok) == 0:
         return 0.999, {"precision": None, "recall": 0.0}
     j = ok[-1]

@@ -17,7 +17,9 @@ Shipped trained in models/artifacts/injection/ (training: injection_training.py,
 `embassy train injection`, about 4 minutes on 2 cores) on models/training/deepset_train.jsonl
 plus models/guard/injection_extra.jsonl, prompts written for Embassy's own domain (customs
 requests, pasted documents, attacks dressed as shipment notes, attacks in other styles
-and languages). The threshold is chosen on out-of-fold scores (each fold fine-tuned from
+and languages), plus the train part of the customs dev set
+(tests/data/customs_dev/injection_train.jsonl: customs requests in an attacker's words,
+with small suffixes). The written rows together weigh half as much as deepset's in the loss. The threshold is chosen on out-of-fold scores (each fold fine-tuned from
 the same start, scored through the same int8 graph that serves) so that the false positive
 rate on deepset_train's benign prompts stays within `target_fpr` with 95 % confidence.
 """
