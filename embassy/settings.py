@@ -174,7 +174,8 @@ class CacheSettings(_Strict):
         0.70, description="Entries less similar than this are not candidates (0.70 leaves 94 % of the "
                           "QQP duplicates to the verifier; 0.80 left 75 %).")
     verifier_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
-        None, description="Serve a candidate at this verifier probability; default: the calibrated one.")
+        None, description="Serve a candidate at this verifier probability, on the general and the customs "
+                    "path alike; default: the threshold calibrated for each path.")
     maxmemory_mb: PositiveInt = Field(256, description="maxmemory of the Redis `embassy serve` starts.")
     eviction_policy: Literal["volatile-lru", "allkeys-lru", "volatile-ttl", "volatile-lfu", "allkeys-lfu"] = \
         "volatile-lru"

@@ -82,9 +82,11 @@ class PairVerifier:
             raise ArtifactError(f"{meta_file}: calibrated with another embedder than {ONNX_NAME}; "
                                 "run `embassy train cache-verifier --calibrate-only`")
         self.threshold = threshold if threshold is not None else self.meta["threshold"]
-        # An artefact calibrated before the customs path existed serves customs pairs at the
-        # general threshold.
-        self.customs_threshold = self.meta.get("customs", {}).get("threshold", self.threshold)
+        # An operator's threshold is in force on both paths: one knob, no calibrated value
+        # silently left behind it. An artefact calibrated before the customs path existed
+        # serves customs pairs at the general threshold.
+        self.customs_threshold = (threshold if threshold is not None
+                                  else self.meta.get("customs", {}).get("threshold", self.threshold))
         # The verifier was fine-tuned from the packaged model: same vocabulary and tokenizer.
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_path()), local_files_only=True)
         self._session = onnx_session(artifact_file(ARTIFACT, ONNX_FILE, root))

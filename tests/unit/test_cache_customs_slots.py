@@ -89,3 +89,20 @@ def test_customs_paraphrases_hit_and_one_slot_changes_do_not_on_the_held_out_pai
     figures = _served_figures(rows, verifier, shared_embedder().embed, CacheSettings().min_cosine)
     assert figures["precision"] >= 0.95 and figures["recall"] >= 0.50, json.dumps(figures)
     assert verifier.customs_threshold < verifier.threshold
+
+
+def test_an_operators_threshold_is_in_force_on_the_customs_path_too():
+    """`cache.verifier_threshold` is one knob: a customs pair whose slots agree is served
+    exactly when its probability reaches the operator's threshold, not the calibrated one."""
+    from deployments.cache.verifier import PairVerifier
+
+    q = "Which documents do I need to export machine parts to Germany?"
+    paraphrase = "What documents are required to export machine parts to Germany?"
+    calibrated = PairVerifier()
+    assert calibrated.rule(q, paraphrase) == (True, None)  # the customs path, no slot veto
+    score = float(calibrated.probabilities([paraphrase], [q])[0])
+    strict = PairVerifier(calibrated.root, threshold=min(0.999, score + 0.01))
+    lenient = PairVerifier(calibrated.root, threshold=score - 0.01)
+    assert strict.customs_threshold == strict.threshold
+    assert not strict.verify(paraphrase, [q])[0].accepted
+    assert lenient.verify(paraphrase, [q])[0].accepted
