@@ -140,7 +140,10 @@ class GuardrailSettings(_Strict):
         None, description="Put first in every conversation; an answer that repeats it is withheld.")
     system_prompt_max_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
     stream_hold_chars: PositiveInt = Field(
-        48, description="Streamed text held back for the output check (the longest identifier).")
+        48, description="Most streamed text held back for the output check (the longest identifier); "
+                        "less is held when the tail cannot become one.")
+    stream_screen_chars: PositiveInt = Field(
+        24, description="After the first streamed text, check the stream every this many new characters.")
     max_guard_chars: PositiveInt = Field(20_000, description="Longest text /v1/guard accepts.")
     screen_timeout_s: PositiveFloat = Field(
         2.0, description="A screening that takes longer fails closed (503); it runs off the replica's "

@@ -15,6 +15,7 @@ from typing import Any
 
 from deployments.guardrail.normalize import normalize
 from deployments.guardrail.pii import Redaction
+from deployments.guardrail.stream_hold import stream_cut
 from embassy.graph_types import GenerationRequest, GuardVerdict, Message, RequestContext
 from embassy.settings import EmbassySettings
 
@@ -169,7 +170,7 @@ class EmbassyGuardrail(Guardrail):
                       final: bool = True, sent: str = "", system_prompts: tuple[str, ...] = (),
                       context: tuple[str, ...] = ()) -> GuardVerdict:
         g = self.settings.guardrail
-        cut = len(text) if final else _safe_cut(text, g.stream_hold_chars)
+        cut = len(text) if final else stream_cut(text, g.stream_hold_chars, sent)
         prompts = tuple(p for p in (*system_prompts, g.system_prompt) if p)
         if prompts:
             leak = self.leak.validate(sent + text, {"system_prompts": prompts,
@@ -177,8 +178,13 @@ class EmbassyGuardrail(Guardrail):
             if leak.outcome == "fail":
                 return GuardVerdict(False, "refuse", "system_prompt_leak", text=leak.fix_value, consumed=len(text))
         known = Redaction.from_mapping(redactions or {})
-        result = self.pii.validate(text, {"policy": self.policy(tenant), "known": known})
-        spans = list(result.error_spans or []) if result.outcome == "fail" else []
+        # The end of what was sent goes in as left context, so that "passport " sent in
+        # one piece still keys the number screened in the next; its own spans were
+        # screened with it then.
+        lead = _left_context(sent, g.stream_hold_chars)
+        result = self.pii.validate(lead + text, {"policy": self.policy(tenant), "known": known})
+        spans = [_shift(s, -len(lead)) for s in (result.error_spans or []) if s.end > len(lead)] \
+            if result.outcome == "fail" else []
         if context:
             grounding = normalize(" ".join(context))
             spans = [s for s in spans if text[s.start:s.end] not in grounding]
@@ -256,11 +262,15 @@ def _mask(text: str, spans) -> str:
     return "".join(out) + text[pos:]
 
 
-def _safe_cut(text: str, hold: int) -> int:
-    """Where a mid-stream check may stop: before the last `hold` characters, at a space, so
-    that an identifier still being generated is never cut and sent in part."""
-    limit = len(text) - hold
-    if limit <= 0:
-        return 0
-    cut = text.rfind(" ", 0, limit + 1)
-    return cut if cut > 0 else 0
+def _left_context(sent: str, chars: int) -> str:
+    """The last `chars` characters of `sent`, from a word's start."""
+    if len(sent) <= chars:
+        return sent
+    tail = sent[-chars:]
+    space = tail.find(" ")
+    return tail[space + 1:] if space >= 0 else tail
+
+
+def _shift(span, by: int):
+    """An error span moved by `by` characters; a part before 0 (sent already) is clipped."""
+    return type(span)(start=max(0, span.start + by), end=span.end + by, reason=span.reason)

@@ -677,7 +677,11 @@ class ChatService:
         finish = None
         pending = sent = ""  # model text not yet screened / already screened and sent
         verdicts: list[GuardVerdict] = []
-        hold = self.settings.guardrail.stream_hold_chars
+        # The first text is screened as soon as the guard may release any (time to first
+        # token); after that every `stream_screen_chars` new characters, since each check
+        # costs the guard CPU beside the engine.
+        every = self.settings.guardrail.stream_screen_chars
+        fresh = 0  # characters that came since the last check
 
         async def screen(final: bool) -> str:
             """Pass the pending text through the output guard; return what may be sent."""
@@ -698,8 +702,9 @@ class ChatService:
                     finish = delta.finish_reason or finish
                     pending += delta.text
                     raw.append(delta.text)
-                    # Hold back the tail a detector needs; screen once enough has piled up.
-                    if len(pending) >= 2 * hold:
+                    fresh += len(delta.text)
+                    if delta.text and (not sent or fresh >= every):
+                        fresh = 0
                         text = await screen(final=False)
                         if text:
                             yield out.chunk({"content": text})

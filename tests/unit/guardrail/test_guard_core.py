@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from benchmarks.adversarial_inputs import HIDDEN_CARD
-from deployments.guardrail.core import EmbassyGuardrail, _safe_cut
+from deployments.guardrail.core import EmbassyGuardrail
 from deployments.guardrail.deployment import GuardrailDeployment
 from embassy.errors import ServiceUnavailable
 from embassy.graph_types import GenerationRequest, Message, RequestContext
@@ -89,14 +89,20 @@ def test_values_from_the_retrieved_passages_are_not_leaks(guard):
 
 
 def test_streamed_output_holds_back_a_partial_identifier(guard):
-    hold = guard.settings.guardrail.stream_hold_chars
-    text = "The broker says the account is GB82 WEST 1234 5698 7654 32 and"
+    text = "The broker says the account is GB82 WEST 1234 5698"
     mid = guard.screen_output("acme", text, final=False)
-    assert mid.consumed <= len(text) - hold or mid.consumed == 0
-    assert "GB82" not in mid.text  # no part of the IBAN leaves before the check sees all of it
-    rest = guard.screen_output("acme", text[mid.consumed:], final=True, sent=text[:mid.consumed])
-    assert "[IBAN]" in rest.text and "1234 5698" not in mid.text + rest.text
-    assert _safe_cut("short", 48) == 0
+    assert mid.text == "The broker says the account is "  # the IBAN may still grow: all of it waits
+    rest = text[mid.consumed:] + " 7654 32 and the duty is paid."
+    end = guard.screen_output("acme", rest, final=True, sent=text[:mid.consumed])
+    assert end.text.startswith("[IBAN]") and "1234" not in mid.text + end.text
+
+
+def test_a_keyword_sent_earlier_still_keys_the_number_screened_later(guard):
+    """The number after "Passport number:" is found although the cue left in an earlier piece."""
+    sent = "The traveller's Passport number: "
+    assert guard.screen_output("acme", sent, final=False).text == sent
+    out = guard.screen_output("acme", "X1234567 expires soon.", final=True, sent=sent)
+    assert out.text.startswith("[PASSPORT]"), out.text
 
 
 def test_a_raising_validator_fails_closed_with_503(monkeypatch):

@@ -20,7 +20,8 @@ from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, create_key
 from tests.unit.ingress.test_app import MODEL, FakeGraphNodes
 
-# (PII type as the guard masks it, an answer that carries one, the identifier itself)
+# (PII type as the guard masks it, an answer that carries one, the identifier itself): every
+# type the guard claims, some written the ways that hide them (spaced digits, zero-width joiners).
 LEAKS = [
     ("EMAIL", "Write to the broker at clearance.desk@brokerage-example.com before noon.",
      "clearance.desk@brokerage-example.com"),
@@ -28,6 +29,17 @@ LEAKS = [
     ("IBAN", "Pay the duty to DE89 3704 0044 0532 0130 00 within ten days.", "DE89 3704 0044 0532 0130 00"),
     ("CREDIT_CARD", "The card on file is 4111 1111 1111 1111 for the storage fees.", "4111 1111 1111 1111"),
     ("US_SSN", "The importer's SSN is 123-45-6789 according to the form.", "123-45-6789"),
+    ("IP_ADDRESS", "The portal host 192.168.10.24 timed out during the upload.", "192.168.10.24"),
+    ("UK_NINO", "Her NI number AB 12 34 56 C is on the form.", "AB 12 34 56 C"),
+    ("AADHAAR", "The exporter's Aadhaar 2341 2341 2346 was verified.", "2341 2341 2346"),
+    ("AADHAAR", "The exporter's Aadhaar 2 3 4 1 2 3 4 1 2 3 4 6 was verified.", "2 3 4 1 2 3 4 1 2 3 4 6"),
+    ("PAN", "The importer's PAN ABCPE1234F is on the bill of entry.", "ABCPE1234F"),
+    ("NRIC", "The NRIC S1234567D belongs to the consignee.", "S1234567D"),
+    ("EMIRATES_ID", "The Emirates ID 784-1980-1234567-8 is attached.", "784-1980-1234567-8"),
+    ("PASSPORT", "The Passport number: X1234567 expires soon.", "X1234567"),
+    ("DATE_OF_BIRTH", "She was born on 12/03/1984 in Porto.", "12/03/1984"),
+    ("PERSON", "The consignee is Maria Gonzalez from Madrid.", "Maria Gonzalez"),
+    ("ADDRESS", "Deliver to 221 Baker Street, Suite 4 by Monday.", "221 Baker Street, Suite 4"),
 ]
 
 
@@ -104,8 +116,8 @@ def test_output_pii_is_masked_at_every_chunk_boundary(stack, kind, answer, value
     for cuts in [tuple(range(1, len(answer)))] + [(c,) for c in range(start - 1, start + len(value) + 2)]:
         nodes.cuts = cuts
         streamed, stream_finish, stream_extension = ask(client, headers, stream=True)
-        assert value not in streamed, (cuts, streamed)
-        assert (streamed, stream_finish) == (whole, "content_filter"), cuts
+        # The same masked text as the whole answer: not a character of the identifier left.
+        assert (streamed, stream_finish) == (whole, "content_filter"), (cuts, streamed)
         assert stream_extension["guardrail"]["output"]["category"] == "pii_leak"
 
 
