@@ -43,6 +43,8 @@ class RayGraphNodes(GraphNodes):
 
     def __init__(self, guardrail, cache, retriever, llms: dict, *, region: str, poll_s: float) -> None:
         self.guardrail, self.cache, self.retriever, self.llms = guardrail, cache, retriever, llms
+        # Streaming handles made once: `.options()` per request rebuilt a handle each time.
+        self._streams = {model: handle.options(stream=True) for model, handle in llms.items()}
         self.region = region
         self.poll_s = poll_s
         self._deployments = {"guardrail": guardrail.deployment_name, "cache": cache.deployment_name,
@@ -94,7 +96,7 @@ class RayGraphNodes(GraphNodes):
         return await self._call(self.guardrail.guard, ctx, text, direction, context)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        response = self.llms[request.model].options(stream=True).generate.remote(request)
+        response = self._streams[request.model].generate.remote(request)
         done = False
         try:
             async for delta in response:
