@@ -60,12 +60,15 @@ def stream_cut(text: str, max_hold: int, sent: str = "") -> int:
     if not words:
         return len(text)
     open_last = not text[-1].isspace()
+    # Only the last word can be being written, so only its sentence position matters; the
+    # text before it is looked at once, not per word (this runs on every streamed check).
+    before = (text[:words[-1][0]].rstrip() or sent.rstrip())[-1:]
+    opens_sentence = not before or before in ".!?:\n"
     cut = len(text)
     for i in range(len(words) - 1, -1, -1):
         start, word = words[i]
-        before = (sent + text[:start]).rstrip()
-        growing = _could_grow(word, open_last and i == len(words) - 1,
-                              starts_sentence=not before or before[-1] in ".!?:\n")
+        last = i == len(words) - 1
+        growing = _could_grow(word, open_last and last, starts_sentence=last and opens_sentence)
         # A connector is held while the word before it could be part of a name or address.
         joins = word.lower() in _CONNECTORS and i > 0 and _could_grow(words[i - 1][1], False)
         if not (growing or joins):
