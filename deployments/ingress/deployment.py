@@ -43,8 +43,7 @@ class RayGraphNodes(GraphNodes):
 
     def __init__(self, guardrail, cache, retriever, llms: dict, *, region: str, poll_s: float) -> None:
         self.guardrail, self.cache, self.retriever, self.llms = guardrail, cache, retriever, llms
-        # Streaming handles made once: `.options()` per request rebuilt a handle each time.
-        self._streams = {model: handle.options(stream=True) for model, handle in llms.items()}
+        self._streams: dict = {}  # streaming handles, made once per model on first use
         self.region = region
         self.poll_s = poll_s
         self._deployments = {"guardrail": guardrail.deployment_name, "cache": cache.deployment_name,
@@ -54,6 +53,12 @@ class RayGraphNodes(GraphNodes):
         self._task: asyncio.Task | None = None
         self._inflight: asyncio.Task | None = None  # the one refresh /readyz callers share
         self._refreshed_at = 0.0
+
+    def _stream_handle(self, model: str):
+        # `.options()` builds a new handle; once per model, not once per request.
+        if model not in self._streams:
+            self._streams[model] = self.llms[model].options(stream=True)
+        return self._streams[model]
 
     async def _call(self, method, *args):
         try:
@@ -96,7 +101,7 @@ class RayGraphNodes(GraphNodes):
         return await self._call(self.guardrail.guard, ctx, text, direction, context)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        response = self._streams[request.model].generate.remote(request)
+        response = self._stream_handle(request.model).generate.remote(request)
         done = False
         try:
             async for delta in response:
