@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import MutableHeaders
 
 from deployments.ingress.core import CacheControl, ChatService, request_id_from
-from embassy.residency import SUBJECT_ID_HEADER, SUBJECT_JURISDICTION_HEADER
+from deployments.ingress.gatekeeper import Gatekeeper
 from deployments.ingress.protocol import parse_chat_request
+from deployments.ingress.request_state import RequestRecord
 from embassy import metrics
 from embassy.errors import AuditUnavailable, EmbassyError, InvalidRequest, PayloadTooLarge
 
@@ -132,7 +133,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
     async def list_models(request: Request) -> JSONResponse:
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
-            tenant = service.keys.authenticate(request.headers.get("authorization"))
+            tenant = service.gatekeeper.authenticate(request.headers)
         except EmbassyError as exc:
             return error_response(exc, request_id)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "embassy"}
@@ -147,16 +148,16 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         try:
             # A tenant's key screens with its own policy; an operator's names the tenant and
             # also gets the exact scores (for tenants they would be an oracle to tune attacks).
-            caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
-            jurisdiction = request.headers.get(SUBJECT_JURISDICTION_HEADER)
+            gatekeeper = service.gatekeeper
+            caller = gatekeeper.operator_or_tenant(request.headers)
             if caller is not None:  # residency before a byte of the body, as for chat
-                await service.residency.admit(caller, jurisdiction, request.headers.get(SUBJECT_ID_HEADER))
+                await gatekeeper.subject_residency(caller, request.headers)
             data = await read_json(request, service.settings.requests.max_body_bytes)
             if not isinstance(data, dict) or not isinstance(data.get("text"), str):
                 raise InvalidRequest("'text' must be a string.", param="text")
-            tenant = caller or service.named_tenant(data.get("tenant"))
+            tenant = caller or gatekeeper.named_tenant(data.get("tenant"))
             if caller is None:
-                await service.residency.admit(tenant, jurisdiction, request.headers.get(SUBJECT_ID_HEADER))
+                await gatekeeper.subject_residency(tenant, request.headers)
             direction = data.get("direction", "input")
             if direction not in ("input", "output"):
                 raise InvalidRequest("'direction' must be 'input' or 'output'.", param="direction")
@@ -186,35 +187,39 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
     async def chat_completions(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         started = time.perf_counter()
+        gatekeeper = service.gatekeeper
         model, tenant, status, admission = "unknown", None, 500, None
         admitted = handed_off = recorded = False  # handed_off: the stream frees its own slot
-        trace: dict = {}  # what the audit record keeps, filled along the way
+        record = RequestRecord()  # what the audit record keeps, filled along the way
+
+        async def finish(status: int) -> None:  # shielded: a client that leaves does not cancel it
+            await asyncio.shield(service.recorder.request_done(
+                tenant, gatekeeper.tenant_label(tenant), request_id, model, status, started, record, admission))
+
         try:
             # Authenticate from the header before reading a byte of the body; residency too:
             # a region that may not process the subject's data reads none of it.
-            tenant = service.keys.authenticate(request.headers.get("authorization"))
-            admission = await service.residency.admit(tenant, request.headers.get(SUBJECT_JURISDICTION_HEADER),
-                                                      request.headers.get(SUBJECT_ID_HEADER))
+            tenant = gatekeeper.authenticate(request.headers)
+            admission = await gatekeeper.subject_residency(tenant, request.headers)
             data = await read_json(request, service.settings.requests.max_body_bytes)
             if isinstance(data, dict) and isinstance(data.get("model"), str):
                 model = data["model"] if data["model"] in service.context_lengths else "unknown"
             body = parse_chat_request(data)
-            service.authorize_model(tenant, body.model)
+            gatekeeper.authorize_model(tenant, body.model)
             timeout_ms = _timeout_override(request)
             control = CacheControl.from_header(request.headers.get("cache-control"))
-            service.admit()
+            gatekeeper.take_slot()
             admitted = True
             if body.stream:
-                service.check_audit_open()
-                events = await service.stream(tenant, body, request_id, timeout_ms, control, admission, trace)
+                service.recorder.check_audit_open()
+                events = await service.stream(tenant, body, request_id, timeout_ms, control, admission, record)
                 status, handed_off = 200, True
-                return StreamingResponse(_release_after(events, service, _finish(
-                    service, model, tenant, started, request_id, trace, admission)),
-                    media_type="text/event-stream", headers={"cache-control": "no-cache"})
-            result = await service.complete(tenant, body, request_id, timeout_ms, control, admission, trace)
+                return StreamingResponse(_release_after(events, gatekeeper, finish),
+                                         media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            result = await service.complete(tenant, body, request_id, timeout_ms, control, admission, record)
             status, recorded = 200, True
             # The record before the answer: under audit.fail_closed a failed write is a 503 instead.
-            await _finish(service, model, tenant, started, request_id, trace, admission)(200)
+            await finish(200)
             return JSONResponse(result)
         except BaseException as exc:
             status = exc.status if isinstance(exc, EmbassyError) else 500
@@ -227,10 +232,10 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         finally:
             if not handed_off:
                 if admitted:
-                    service.release()
+                    gatekeeper.release_slot()
                 if not recorded:
                     with contextlib.suppress(AuditUnavailable):  # the caller gets its error already
-                        await _finish(service, model, tenant, started, request_id, trace, admission)(status)
+                        await finish(status)
 
     return app
 
@@ -239,7 +244,7 @@ async def _admin(request: Request, service: ChatService, action, body_shape: str
     """An admin endpoint: an operator or tenant key, a JSON object body, `action(caller, body)`."""
     request_id = request_id_from(request.headers.get("x-request-id"))
     try:
-        caller = service.keys.authenticate_admin_or_tenant(request.headers.get("authorization"))
+        caller = service.gatekeeper.operator_or_tenant(request.headers)
         data = await read_json(request, service.settings.requests.max_body_bytes)
         if not isinstance(data, dict):
             raise InvalidRequest(f"The body must be a JSON object {body_shape}.", param=None)
@@ -248,40 +253,8 @@ async def _admin(request: Request, service: ChatService, action, body_shape: str
         return error_response(exc, request_id)
 
 
-def outcome_of(status: int, trace: dict) -> str:
-    """A request's outcome for `embassy_request_outcomes_total` (bounded label values)."""
-    if status == 200:
-        if trace.get("cache") == "hit":
-            return "cache_hit"
-        return "no_answer" if trace.get("answered_by") == "no_answer_text" else "served"
-    guard = trace.get("guard") or {}
-    if status == 400 and guard.get("category") in ("pii", "prompt_injection", "off_topic"):
-        return f"refused_{guard['category']}"
-    if status == 421:
-        return "misdirected"
-    return f"error_{status}" if status in (400, 401, 403, 404, 413, 429, 499, 500, 503, 504) else "error_other"
-
-
-def _finish(service: ChatService, model: str, tenant, started: float, request_id: str, trace: dict,
-            admission) -> Callable[[int], Awaitable[None]]:
-    """Count the request and write its audit record (the response waits for the record to
-    be on disk; shielded, so a client that leaves does not cancel it)."""
-    async def record(status: int) -> None:
-        try:
-            await asyncio.shield(service.audit_request(tenant, request_id, model, status, trace, admission))
-        except AuditUnavailable as exc:
-            status = exc.status
-            raise
-        finally:
-            metrics.REQUESTS.labels(service.region, model, service.tenant_label(tenant), str(status)).inc()
-            metrics.REQUEST_OUTCOMES.labels(service.region, model, service.tenant_label(tenant),
-                                            outcome_of(status, trace)).inc()
-            metrics.REQUEST_LATENCY.labels(service.region, model).observe(time.perf_counter() - started)
-    return record
-
-
-async def _release_after(events: AsyncIterator[bytes], service: ChatService,
-                         record: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+async def _release_after(events: AsyncIterator[bytes], gatekeeper: Gatekeeper,
+                         finish: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
     """Stream the events; free the admission slot and count the request when it ends."""
     status = 200
     try:
@@ -292,6 +265,6 @@ async def _release_after(events: AsyncIterator[bytes], service: ChatService,
         raise
     finally:
         await events.aclose()
-        service.release()
+        gatekeeper.release_slot()
         with contextlib.suppress(AuditUnavailable):  # sent already; the next stream is refused
-            await record(status)
+            await finish(status)

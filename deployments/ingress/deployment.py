@@ -176,7 +176,7 @@ class IngressDeployment:
         self.service = ChatService(cfg, KeyStore.from_settings(cfg), self.nodes,
                                    {m: registry[m].context_length for m in cfg.models})
         self.nodes.start_polling()
-        self.service.start_audit_watch()
+        self.service.recorder.start_audit_watch()
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy already keeps or mints x-request-id and echoes it.

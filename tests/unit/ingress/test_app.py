@@ -423,13 +423,13 @@ def test_a_malformed_response_format_is_a_400_naming_it(env, fmt):
 def test_an_audit_write_failure_withholds_the_answer_when_fail_closed(env, fail_closed):
     client, _, auth, _ = env
     service = client.service
-    service.settings = service.settings.model_copy(
+    service.settings = service.recorder.settings = service.settings.model_copy(
         update={"audit": service.settings.audit.model_copy(update={"fail_closed": fail_closed})})
 
     async def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    real = service.audit.append
-    service.audit.append = broken
+    real = service.recorder.audit.append
+    service.recorder.audit.append = broken
     r = client.post("/v1/chat/completions", json=chat(), headers=auth)
     stream = client.post("/v1/chat/completions", json=chat(stream=True), headers=auth)
     if fail_closed:
@@ -439,7 +439,7 @@ def test_an_audit_write_failure_withholds_the_answer_when_fail_closed(env, fail_
     else:
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "alpha beta gamma"
         assert stream.status_code == 200
-    service.audit.append = real
+    service.recorder.audit.append = real
     assert client.post("/v1/chat/completions", json=chat(), headers=auth).status_code == 200
     assert client.post("/v1/chat/completions", json=chat(stream=True), headers=auth).status_code == 200
 
