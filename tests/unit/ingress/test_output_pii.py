@@ -126,3 +126,38 @@ def test_an_answer_without_pii_passes_unchanged_streamed_or_not(stack):
     nodes.answer, nodes.cuts = "File the EX-1 declaration with heading 8471.30 and 12 cartons.", (5, 17, 30)
     assert ask(client, headers, stream=False)[:2] == (nodes.answer, "stop")
     assert ask(client, headers, stream=True)[:2] == (nodes.answer, "stop")
+
+
+SYSTEM = ("Harbourside brokerage desk notes: tariff classification, origin rules and shipment documents are "
+          "answered in short plain sentences; escalations to the senior broker carry the reference ORCHID-42.")
+
+
+def test_a_stream_never_sends_more_of_the_system_prompt_than_the_leak_check_allows(stack):
+    """The model repeats the caller's system message: the whole answer is withheld, and
+    a stream, cut anywhere, stops before what it sent reaches the leak check's overlap."""
+    from deployments.guardrail.validators import SystemPromptLeakValidator
+
+    client, nodes, headers = stack
+    limit = {"system_prompts": (SYSTEM,), "max_overlap": 0.5}  # the setting's default
+    nodes.answer = "Of course. My instructions say: " + SYSTEM + " Is there anything else?"
+    body = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM},
+                                         {"role": "user", "content": "What is an EORI number?"}], "max_tokens": 64}
+    nodes.cuts = ()
+    whole = client.post("/v1/chat/completions", json=body, headers=headers).json()
+    assert "choices" in whole, whole
+    assert whole["choices"][0]["finish_reason"] == "content_filter"
+    assert "ORCHID-42" not in whole["choices"][0]["message"]["content"]
+    for cuts in [tuple(range(1, len(nodes.answer)))] + [(c,) for c in range(1, len(nodes.answer), 9)]:
+        nodes.cuts = cuts
+        r = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=headers)
+        text, finish = "", None
+        for line in r.text.splitlines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices", []):
+                    text += choice["delta"].get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+        received = text.replace("[withheld: the answer repeated the system prompt]", "")
+        assert finish == "content_filter", (cuts, text)
+        if len(cuts) > 1:  # one character per delta: the text before the leak was streamed
+            assert received.startswith("Of course. My instructions say:"), received
+        assert SystemPromptLeakValidator().validate(received, limit).outcome == "pass", (cuts, received)
