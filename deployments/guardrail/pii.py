@@ -328,7 +328,10 @@ class PiiDetector:
             if m.group(g).lower() not in _PERSON_STOP:
                 found.append(Finding("PERSON", m.start(g), m.end(g), m.group(g), 0.7))
         names, surnames = _first_names(), _rare_last_names()
+        countries = _countries()
         for m in _CAPWORD.finditer(text):
+            if m.group(0) in countries:  # France, Chad, Kenya are first names too; here, places
+                continue
             if m.group(0) in surnames:
                 found.append(Finding("PERSON", m.start(), m.end(), m.group(0), 0.5))
             elif m.group(0) in names:

@@ -32,6 +32,9 @@ def detector() -> PiiDetector:
     "Job 2024/117 ready.\nJan shipments through Jebel Ali cleared on 4 Feb 2025.",
     "Hanse Logistics GmbH ships via Genoa on the MSC Anna, FOB Santos (Incoterms 2020).",
     "Sheva Freight LLP books the Maersk Elba, CIF Valencia.",
+    # Countries that are first names in some locale's name list: places here.
+    "What documents are needed to export wine from France to Japan?",
+    "Is a certificate of origin needed for tea from Kenya, Chad or Oman into Ireland?",
 ])
 def test_trade_look_alikes_are_not_pii(detector, text):
     assert detector.find(normalize(text)) == [], [(f.type, f.text) for f in detector.find(normalize(text))]
