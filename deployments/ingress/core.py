@@ -25,7 +25,8 @@ from deployments.ingress.protocol import ChatCompletionRequest
 from deployments.ingress.recording import Recorder
 from deployments.ingress.request_state import Prepared, RequestRecord
 from deployments.retriever.prompt import grounded_request
-from embassy.audit import erase_subject
+from embassy.audit import erase_subject as erase_subject_records
+from embassy.erasure import RegionStores, check_match, check_subject, erase_subject
 from embassy.errors import ConfigError, ContentFiltered, EmbassyError, InvalidRequest, PermissionDenied
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Retrieval, RequestContext, SamplingOptions, StageTimings
@@ -36,7 +37,6 @@ from embassy.topology import load_topology
 
 log = logging.getLogger("embassy.ingress")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_SUBJECT = _REQUEST_ID  # data subject ids: the same alphabet
 GRAPH_NODES = ("guardrail", "cache", "retriever", "llm")
 
 
@@ -249,20 +249,11 @@ class ChatService:
     async def invalidate_cache(self, caller: Tenant | None, match: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/admin/cache/invalidate`: an operator key may match any tags; a tenant
         key only its own entries. Entries live in this region's Redis only."""
-        allowed = ("tenant", "model", "model_version", "corpus_version", "region")
-        bad = [k for k, v in match.items() if k not in allowed or not isinstance(v, str) or not v]
-        if bad:
-            raise InvalidRequest(f"Unknown or empty field(s) {sorted(bad)}; match on one or more of {list(allowed)}.",
-                                 param=bad[0])
         if caller is not None:
             if match.get("tenant", caller.id) != caller.id or "region" in match:
                 raise PermissionDenied("A tenant key may invalidate its own entries only.", param="tenant")
             match = {**match, "tenant": caller.id}
-        if not match:
-            raise InvalidRequest(f"Match on one or more of {list(allowed)}.", param=None)
-        if match.get("region", self.region) != self.region:
-            raise InvalidRequest(f"This is region '{self.region}'; invalidate another region's cache there.",
-                                 param="region")
+        match = check_match(match, self.region)
         removed = await self.nodes.invalidate_cache(match)
         await self.recorder.audit_admin(caller, "cache.invalidate", {"match": match, "removed": removed})
         return {"region": self.region, "match": match, "removed": removed}
@@ -271,9 +262,7 @@ class ChatService:
         """`POST /v1/admin/erase`: a data subject's cache entries, documents and audit content
         in this region. A tenant key erases its own subjects; an operator key names the
         tenant (`"tenant"`): subject ids are per tenant, never matched across tenants."""
-        subject = data.get("subject")
-        if not isinstance(subject, str) or not _SUBJECT.match(subject):
-            raise InvalidRequest("'subject' must be 1-128 letters, digits or ._:-", param="subject")
+        subject = check_subject(data.get("subject"))
         unknown = sorted(set(data) - {"subject", "tenant"})
         if unknown:
             raise InvalidRequest(f"Unknown field(s) {unknown}.", param=unknown[0])
@@ -283,19 +272,17 @@ class ChatService:
             raise PermissionDenied("A tenant key may erase only its own data subjects.", param="tenant")
         else:
             tenant = caller.id
-        # The erasure's own record first: the tombstones name it and who asked.
-        requested = await self.recorder.audit_admin(caller, "erase.requested", {"subject": subject, "tenant_erased": tenant})
-        entries = await self.nodes.invalidate_cache({"subject": subject, "tenant": tenant})
-        documents = await self.nodes.erase_documents(subject, tenant)
+
+        async def tombstone(*args) -> int:
+            return await asyncio.to_thread(erase_subject_records, self.settings.audit_root, *args)
+        stores = RegionStores(record=lambda action, fields: self.recorder.audit_admin(caller, action, fields),
+                              invalidate=self.nodes.invalidate_cache, delete_documents=self.nodes.erase_documents,
+                              tombstone=tombstone if self.recorder.audit is not None else None)
         by = f"tenant:{caller.id}" if caller is not None else "operator"
-        records = await asyncio.to_thread(erase_subject, self.settings.audit_root, subject, tenant, by, requested) \
-            if self.recorder.audit is not None else 0
+        out = await erase_subject(self.region, subject, tenant, by, stores)
         log.info("erased data subject in region %s: %d cache entries, %d documents, %d audit records",
-                 self.region, entries, len(documents), records)
-        out = {"region": self.region, "subject": subject, "tenant": tenant, "cache_entries_removed": entries,
-               "documents_removed": documents, "chunks_removed": sum(d["chunks"] for d in documents),
-               "audit_records_tombstoned": records}
-        await self.recorder.audit_admin(caller, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
+                 self.region, out["cache_entries_removed"], len(out["documents_removed"]),
+                 out["audit_records_tombstoned"])
         return out
 
     async def guard(self, tenant: Tenant, text: str, direction: str, request_id: str,

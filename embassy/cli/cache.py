@@ -33,15 +33,16 @@ def cache_invalidate(
     import asyncio
 
     from deployments.cache.deployment import build_cache
+    from embassy.erasure import check_match
+    from embassy.errors import InvalidRequest
 
     settings = _settings(config)
-    match = {k: v for k, v in {"tenant": tenant, "model": model, "model_version": model_version,
-                                "corpus_version": corpus_version, "region": region}.items() if v}
-    if not match:
-        err.print("[red]name at least one of --tenant --model --model-version --corpus-version --region[/red]")
-        raise typer.Exit(2)
-    if region and region != settings.region:
-        err.print(f"[red]{config}: region: is {settings.region!r}, not {region!r}[/red]")
+    try:  # the same rules as POST /v1/admin/cache/invalidate
+        match = check_match({k: v for k, v in {"tenant": tenant, "model": model, "model_version": model_version,
+                                               "corpus_version": corpus_version, "region": region}.items() if v},
+                            settings.region)
+    except InvalidRequest as exc:
+        err.print(f"[red]{exc.message} (options: --tenant --model --model-version --corpus-version --region)[/red]")
         raise typer.Exit(2)
     url = _cache_redis_url(settings)
     if not url:

@@ -22,51 +22,51 @@ def erase(subject: str = typer.Option(..., "--subject", help="The data subject's
     what was removed. Exit 1 if a store could not be reached (the erasure is then incomplete:
     run it again)."""
     import asyncio
-    import re
 
     from deployments.cache.deployment import build_cache
+    from embassy.erasure import SUBJECT_ID, RegionStores, erase_subject
 
     settings = _settings(config, region)
-    if not re.match(r"^[A-Za-z0-9._:-]{1,128}$", subject):
+    if not SUBJECT_ID.match(subject):
         err.print("[red]--subject: 1-128 letters, digits or ._:-[/red]")
         raise typer.Exit(2)
     _tenant_of(settings, tenant, config)
-    out: dict = {"region": settings.region, "subject": subject, "tenant": tenant}
-    # The erasure's own record comes first: the tombstones name it.
-    requested = _audit_admin(settings, "erase.requested", {"subject": subject, "tenant": tenant})
-
-    async def documents(store):
-        removed = await store.delete_subject(subject, tenant)
-        return [{"document_id": d.document_id, "source": d.source, "chunks": d.chunks} for d in removed]
-    out["documents_removed"] = asyncio.run(_with_store(settings, documents))
-    out["chunks_removed"] = sum(d["chunks"] for d in out["documents_removed"])
     failed = False
     url = _cache_redis_url(settings) if settings.cache.enabled else None
-    if url:
-        cache_settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"redis_url": url})})
 
-        async def cache_entries() -> int:
-            cache = build_cache(cache_settings)
-            try:
-                return await cache.invalidate(subject=subject, tenant=tenant)
-            finally:
-                await cache.close()
-        try:
-            out["cache_entries_removed"] = asyncio.run(cache_entries())
-        except Exception as exc:  # Redis away: say so, and fail
-            out["cache_entries_removed"] = None
-            err.print(f"[red]cache: {type(exc).__name__}: {exc}; cache entries were not erased[/red]")
-            failed = True
-    else:
-        out["cache_entries_removed"] = 0 if not settings.cache.enabled else None
-        if settings.cache.enabled:
+    async def record(action: str, fields: dict) -> int | None:
+        return _audit_admin(settings, action, fields)
+
+    async def invalidate(match: dict) -> int | None:
+        nonlocal failed
+        if not settings.cache.enabled:
+            return 0
+        if not url:
             err.print("[red]cache: no Redis (cache.redis_url unset and no running stack); entries not erased[/red]")
             failed = True
-    if settings.audit.enabled:
-        from embassy.audit import erase_subject
+            return None
+        cache = build_cache(settings.model_copy(update={"cache": settings.cache.model_copy(update={"redis_url": url})}))
+        try:
+            return await cache.invalidate(**match)
+        except Exception as exc:  # Redis away: say so, and fail
+            err.print(f"[red]cache: {type(exc).__name__}: {exc}; cache entries were not erased[/red]")
+            failed = True
+            return None
+        finally:
+            await cache.close()
 
-        out["audit_records_tombstoned"] = erase_subject(settings.audit_root, subject, tenant, "cli", requested)
-    _audit_admin(settings, "erase", {k: v for k, v in out.items() if k != "documents_removed"})
-    print(json.dumps(out))
+    async def delete_documents(subject: str, tenant: str) -> list[dict]:
+        async def work(store):
+            removed = await store.delete_subject(subject, tenant)
+            return [{"document_id": d.document_id, "source": d.source, "chunks": d.chunks} for d in removed]
+        return await _with_store(settings, work)
+
+    async def tombstone(subject: str, tenant: str, by: str, requested: int | None) -> int:
+        from embassy.audit import erase_subject as erase_subject_records
+
+        return erase_subject_records(settings.audit_root, subject, tenant, by, requested)
+
+    stores = RegionStores(record, invalidate, delete_documents, tombstone if settings.audit.enabled else None)
+    print(json.dumps(asyncio.run(erase_subject(settings.region, subject, tenant, "cli", stores))))
     if failed:
         raise typer.Exit(1)
