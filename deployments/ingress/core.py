@@ -25,6 +25,7 @@ from deployments.ingress.protocol import ChatCompletionRequest
 from deployments.ingress.recording import Recorder
 from deployments.ingress.request_state import Prepared, RequestRecord
 from deployments.retriever.prompt import grounded_request
+from deployments.retriever.store import EMPTY_CORPUS
 from embassy.audit import erase_subject as erase_subject_records
 from embassy.erasure import RegionStores, check_match, check_subject, erase_subject
 from embassy.errors import ConfigError, ContentFiltered, EmbassyError, InvalidRequest, PermissionDenied
@@ -58,6 +59,11 @@ class GraphNodes(ABC):
 
     @abstractmethod
     async def retrieve(self, request: GenerationRequest) -> Retrieval: ...
+
+    async def corpus_version_of(self, tenant: str) -> str | None:
+        """The tenant's corpus version, read without any of the request's text (None: ask
+        `retrieve`). The default never knows, so every request is retrieved for."""
+        return None
 
     @abstractmethod
     async def erase_documents(self, subject: str, tenant: str | None) -> list[dict[str, Any]]:
@@ -187,10 +193,19 @@ class ChatService:
         timings = StageTimings()
         timed = self.recorder.timed
         request = self._generation_request(ctx, body)
-        verdict = await timed(timings, "guardrail_input", self.nodes.check_input(request))
+        # Whether the tenant has documents at all is asked beside the input guard: the
+        # question carries none of the request's text, and a tenant without a corpus then
+        # skips the retriever's hop after the guard (one hop less before the first token).
+        version = asyncio.ensure_future(self.nodes.corpus_version_of(ctx.tenant))
+        try:
+            verdict = await timed(timings, "guardrail_input", self.nodes.check_input(request))
+        except BaseException:
+            version.cancel()
+            raise
         record.guard = {"action": verdict.action, "category": verdict.category}
         record.embedding = verdict.embedding
         if not verdict.allowed:
+            version.cancel()
             record.refused_prompt = request.messages[-1].content
             raise ContentFiltered(verdict.category or "policy")
         request = verdict.request or request
@@ -201,8 +216,14 @@ class ChatService:
         # version the retrieval reports is the one that counts. A hit discards the retrieval.
         lookup = (self.nodes.lookup(request, self._corpus_versions.get(ctx.tenant)) if control.lookup
                   else _value(CacheLookup("bypass", reason="the request asked for no-cache")))
+        try:
+            known = await version
+        except Exception:  # the retriever's own call below reports its failure
+            known = None
+        retrieve = _value(Retrieval(corpus_version=EMPTY_CORPUS, status="no_corpus")) if known == EMPTY_CORPUS \
+            else self.nodes.retrieve(request)
         cache, retrieval = await asyncio.gather(timed(timings, "cache", lookup),
-                                                timed(timings, "retriever", self.nodes.retrieve(request)))
+                                                timed(timings, "retriever", retrieve))
         self._corpus_versions[ctx.tenant] = retrieval.corpus_version
         if cache.status == "hit" and cache.corpus_version != retrieval.corpus_version:
             cache = CacheLookup("miss", reason="the corpus changed since this answer was stored")

@@ -88,6 +88,9 @@ class RayGraphNodes(GraphNodes):
     async def retrieve(self, request: GenerationRequest) -> Retrieval:
         return await self._call(self.retriever.retrieve, request)
 
+    async def corpus_version_of(self, tenant: str) -> str | None:
+        return await self._call(self.retriever.corpus_version, tenant)
+
     async def erase_documents(self, subject: str, tenant: str | None) -> list[dict]:
         return await self._call(self.retriever.erase, subject, tenant)
 

@@ -61,6 +61,15 @@ class RetrieverDeployment:
             raise ServiceUnavailable("The document store of this region is unavailable. Please retry.",
                                      headers={"retry-after": "5"}) from None
 
+    async def corpus_version(self, tenant: str) -> str | None:
+        """The tenant's corpus version now; None when the store cannot say (then `retrieve`,
+        which reports the store's failure properly, is asked as usual)."""
+        try:
+            await self._started()
+            return await self.core.store.corpus_version(tenant)
+        except Exception:  # noqa: BLE001 - the retrieve call that follows reports it
+            return None
+
     async def _started(self) -> None:
         """Serve builds replicas synchronously; the store connects on first use, once."""
         if self._starting is None:

@@ -451,3 +451,32 @@ def test_rendered_region_settings_fail_closed():
 
     path = PROJECT_ROOT / "cluster_configs" / "regions.yaml"
     assert region_settings(load_topology(path), "eu", path)["audit"]["fail_closed"] is True
+
+
+def test_a_tenant_without_documents_is_answered_without_a_retrieval_hop(env):
+    """The corpus version is asked beside the input guard (with the tenant only); an empty
+    corpus skips the retriever after the guard. A corpus makes the retriever be asked."""
+    client, nodes, auth, _ = env
+    asked, retrieved = [], []
+
+    async def corpus_version_of(tenant):
+        asked.append(tenant)
+        return nodes.version_now
+
+    async def retrieve(request):
+        retrieved.append(request.ctx.request_id)
+        return Retrieval((Passage("doc", "doc#0", "fake.md", 0.9, "fake passage"),), "v1", status="grounded")
+    nodes.corpus_version_of, nodes.retrieve = corpus_version_of, retrieve
+    nodes.version_now = "empty"
+    r = client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert r.status_code == 200 and r.json()["embassy"]["grounding"]["status"] == "no_corpus"
+    assert asked == ["acme"] and retrieved == []
+    nodes.version_now = "v1"
+    r = client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert r.json()["embassy"]["grounding"]["status"] == "grounded" and len(retrieved) == 1
+    nodes.version_now = None  # the store could not say: the retriever is asked
+    client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert len(retrieved) == 2
+    nodes.refuse = "prompt_injection"  # refused by the guard: nothing is retrieved
+    assert client.post("/v1/chat/completions", json=chat(), headers=auth).status_code == 400
+    assert len(retrieved) == 2
