@@ -64,7 +64,7 @@ async def one_request(client: httpx.AsyncClient, url: str, headers: dict, prompt
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     ttft = None
-    tokens = 0
+    tokens = saved = 0
     async with client.stream("POST", url, json=body, headers=headers) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -75,7 +75,10 @@ async def one_request(client: httpx.AsyncClient, url: str, headers: dict, prompt
                 ttft = time.perf_counter() - t0
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-    return Sample(time.perf_counter() - t0, ttft if ttft is not None else float("nan"), tokens)
+            if chunk.get("embassy"):  # an Embassy cache hit reports 0 generated tokens and the answer's as saved
+                saved = chunk["embassy"]["cache"]["tokens_saved"]
+    # Tokens delivered: what the model generated, or for a cache hit the answer's tokens.
+    return Sample(time.perf_counter() - t0, ttft if ttft is not None else float("nan"), tokens or saved)
 
 
 async def load(url: str, headers: dict, concurrency: int, n: int) -> dict:

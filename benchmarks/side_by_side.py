@@ -47,6 +47,7 @@ LEVELS = (1, 8, 32)
 LITELLM_VENV = PROJECT_ROOT / ".venv-litellm"
 # LiteLLM fetches a model price map from GitHub at import unless told to use its own copy.
 LITELLM_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+LITELLM_KEY = "sk-embassy-bench-" + "0" * 24  # the proxy refuses to start without a master key
 
 
 def litellm_binary(venv: Path) -> Path:
@@ -69,14 +70,15 @@ def run_litellm(exe: Path, vllm_port: int, served_name: str, cached: bool, plan,
     log = open(tmp / "litellm.log", "wb")
     proc = subprocess.Popen([str(exe), "--config", str(tmp / "config.yaml"), "--host", "127.0.0.1",
                              "--port", str(port), "--num_workers", "1"],
-                            env={**os.environ, **stack.offline_environment(), **LITELLM_ENV},
+                            env={**os.environ, **stack.offline_environment(), **LITELLM_ENV,
+                                 "LITELLM_MASTER_KEY": LITELLM_KEY},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         go.wait_http(f"http://127.0.0.1:{port}/health/liveliness", proc, seconds=180)
-        return go.measure(f"http://127.0.0.1:{port}/v1/chat/completions", {}, plan, rounds)
+        return go.measure(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          {"Authorization": f"Bearer {LITELLM_KEY}"}, plan, rounds)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop(proc)
 
 
 def run_embassy(model_store: Path, plan, rounds: int) -> dict[str, dict]:
@@ -118,8 +120,13 @@ def run_bare_and_litellm(model_dir: Path, engine_args: dict, exe: Path, plan, ro
         out["LiteLLM + cache"] = run_litellm(exe, port, go.MODEL, True, plan, rounds)
         return out
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    proc.wait(timeout=60)
 
 
 def report(results: dict[str, dict], rounds: int) -> None:
