@@ -166,19 +166,26 @@ def run_bare_vllm(model_dir: Path, engine_args: dict, plan: list[tuple[int, int]
         proc.wait(timeout=60)
 
 
-def run_embassy(model_store: Path, plan: list[tuple[int, int]], rounds: int, overrides: dict,
-                stream_batching_ms: float | None) -> dict:
+def start_bench_stack(model_store: Path, **extra):
+    """local.yaml on a free port and a fresh state folder, one tenant "bench"; `extra` is
+    merged on top. Returns (settings, the running stack's state)."""
     tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
     base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
     base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"), "model_store": str(model_store),
-                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}},
-                 "engine_overrides": {MODEL: overrides} if overrides else {}})
-    if stream_batching_ms is not None:
-        base.setdefault("requests", {})["stream_batching_interval_ms"] = stream_batching_ms
+                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [MODEL]}}, **extra})
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(base))
     settings = load_settings(path, environ={})
-    state = stack.start_stack(settings, path, progress=lambda m: print(f"  [embassy] {m}", flush=True))
+    return settings, stack.start_stack(settings, path, progress=lambda m: print(f"  [embassy] {m}", flush=True))
+
+
+def run_embassy(model_store: Path, plan: list[tuple[int, int]], rounds: int, overrides: dict,
+                stream_batching_ms: float | None) -> dict:
+    requests = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text()).get("requests", {})
+    if stream_batching_ms is not None:
+        requests = {**requests, "stream_batching_interval_ms": stream_batching_ms}
+    settings, state = start_bench_stack(model_store, engine_overrides={MODEL: overrides} if overrides else {},
+                                        requests=requests)
     try:
         # The same prompts repeat: without this they would be answered from the semantic
         # cache, and this script measures the graph's cost on the model path.

@@ -82,14 +82,7 @@ def run_litellm(exe: Path, vllm_port: int, served_name: str, cached: bool, plan,
 
 
 def run_embassy(model_store: Path, plan, rounds: int) -> dict[str, dict]:
-    tmp = Path(tempfile.mkdtemp(prefix="embassy-bench-"))
-    base = yaml.safe_load((PROJECT_ROOT / "cluster_configs" / "local.yaml").read_text())
-    base.update({"port": stack.free_port(), "state_dir": str(tmp / "state"), "model_store": str(model_store),
-                 "dev_tenant": None, "tenants": {"bench": {"jurisdiction": "EU", "models": [go.MODEL]}}})
-    path = tmp / "bench.yaml"
-    path.write_text(yaml.safe_dump(base))
-    settings = load_settings(path, environ={})
-    state = stack.start_stack(settings, path, progress=lambda m: print(f"  [embassy] {m}", flush=True))
+    settings, state = go.start_bench_stack(model_store)
     try:
         auth = {"Authorization": f"Bearer {create_key(settings.keys_path, 'bench')}"}
         url = f"{state.url}/v1/chat/completions"
