@@ -51,7 +51,7 @@ def main() -> None:
     ctx = RequestContext("bench", "dev", settings.region, "EU")
 
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(settings.resolve(settings.model_store) / "smollm2-135m-instruct-v1"))
+    tok = AutoTokenizer.from_pretrained(str(settings.resolve(settings.model_store) / settings.registry()["smollm2-135m-instruct"].store_name))
     print(f"prompt tokens: {len(tok(prompt(0))['input_ids'])}", flush=True)
 
     whole, direct, guarded = [], [], []

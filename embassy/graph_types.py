@@ -51,6 +51,7 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     sampling: SamplingOptions = SamplingOptions()
     passages: tuple["Passage", ...] = ()
+    model_version: str = ""  # the version the ingress routed it to ("": the model's default)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,17 @@ REQUEST_OUTCOMES = Counter("embassy_request_outcomes_total",
 INTER_TOKEN_LATENCY = Histogram("embassy_inter_token_latency_seconds",
                                 "Mean time between generated tokens of a request.", ["region", "model"],
                                 buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1))
+# By model version, so that a canary and its stable version can be compared on a dashboard.
+MODEL_VERSION_REQUESTS = Counter("embassy_model_version_requests_total",
+                                 "Chat requests by the model version that answered, and outcome.",
+                                 ["region", "model", "version", "outcome"])
+MODEL_VERSION_TTFT = Histogram("embassy_model_version_ttft_seconds",
+                               "Time to first token, by model version.", ["region", "model", "version"],
+                               buckets=LATENCY_BUCKETS)
+MODEL_VERSION_ITL = Histogram("embassy_model_version_inter_token_seconds",
+                              "Mean time between tokens of a request, by model version.",
+                              ["region", "model", "version"],
+                              buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1))
 DEPLOYMENT_REPLICAS = Gauge("embassy_deployment_replicas", "Replicas of each graph node, by Serve state.",
                             ["region", "node", "state"], multiprocess_mode="livemax")
 AUDIT_CHAIN_OK = Gauge("embassy_audit_chain_ok", "1 when the last verification of the region's audit "

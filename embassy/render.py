@@ -55,17 +55,17 @@ def region_settings(topology: Topology, region: str, topology_path: Path) -> dic
     return data
 
 
-def serve_config(region: str, settings_path: str, port: int) -> dict[str, Any]:
+def serve_config(region: str, settings_path: str, port: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """The region's applications (embassy/serve_apps.py), each model on its default version."""
+    from embassy.model_routes import initial_routes
+    from embassy.serve_apps import applications
+
+    routes = initial_routes(EmbassySettings.model_validate(settings))
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": port},
-        "applications": [{
-            "name": f"embassy-{region}",
-            "route_prefix": "/",
-            "import_path": "graphs.regional:app",
-            "args": {"config": settings_path},
-            "runtime_env": {"env_vars": dict(OFFLINE_ENV)},
-        }],
+        "applications": applications(f"embassy-{region}", settings_path, routes,
+                                     runtime_env={"env_vars": dict(OFFLINE_ENV)}),
     }
 
 
@@ -101,8 +101,8 @@ def ray_service(region: str, serve: dict[str, Any], settings: dict[str, Any], to
                 namespace: str = "embassy") -> list[dict[str, Any]]:
     """A ConfigMap with the region's files and a KubeRay RayService that mounts it."""
     name = f"embassy-{region}"
-    app = dict(serve["applications"][0])
-    app["args"] = {"config": f"{K8S_CONFIG_DIR}/settings.yaml"}
+    apps = [{**app, "args": {**app["args"], "config": f"{K8S_CONFIG_DIR}/settings.yaml"}}
+            for app in serve["applications"]]
     k8s_settings = {**settings, "topology": f"{K8S_CONFIG_DIR}/regions.yaml"}
     volume = {"name": "embassy-config", "configMap": {"name": f"{name}-config"}}
     mount = {"name": "embassy-config", "mountPath": K8S_CONFIG_DIR, "readOnly": True}
@@ -140,7 +140,7 @@ def ray_service(region: str, serve: dict[str, Any], settings: dict[str, Any], to
         "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "embassy", "embassy/region": region}},
         "spec": {
-            "serveConfigV2": yaml.safe_dump({"applications": [app]}, sort_keys=False),
+            "serveConfigV2": yaml.safe_dump({"applications": apps}, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
                 "authOptions": {"mode": "token"},  # KubeRay >= 1.5.1 makes the token Secret
@@ -169,7 +169,7 @@ def render_region(topology: Topology, region: str, topology_path: Path, out_dir:
     settings = region_settings(topology, region, Path(_project_relative(topology_path)))
     files = {"settings": out_dir / "settings.yaml", "serve": out_dir / "serve.yaml",
              "ray_cluster": out_dir / "ray-cluster.yaml", "rayservice": out_dir / "rayservice.yaml"}
-    serve = serve_config(region, _project_relative(files["settings"]), int(settings.get("port", 8000)))
+    serve = serve_config(region, _project_relative(files["settings"]), int(settings.get("port", 8000)), settings)
     header = f"# Rendered from {_project_relative(topology_path)} by `embassy config render --region {region}`; do not edit.\n"
     files["settings"].write_text(header + yaml.safe_dump(settings, sort_keys=False))
     files["serve"].write_text(header + yaml.safe_dump(serve, sort_keys=False))

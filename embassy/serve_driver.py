@@ -1,13 +1,17 @@
-"""Short-lived driver that hands the region's app to Serve's controller as a declarative
-config (what `serve deploy` does), then exits.
+"""Short-lived driver that hands the region's applications to Serve's controller as a
+declarative config (what `serve deploy` does), then exits.
 
 Declarative, not `serve.run`: `serve.run` gives every deployment a new code version on each
 call, so re-applying a config would restart every replica. From a config, Serve keeps the
 code version (same import path and args) and applies a changed `user_config` (the
-guardrail's policies, given as a deployment override as in a Serve config file) to the
-running replicas in place.
+guardrail's policies, the ingress's model routes) to the running replicas in place. An
+application left out of the config (a retired model version) is deleted.
 
-    python -m embassy.serve_driver --address A --config PATH --app NAME --proxy-port P [--wait]
+    python -m embassy.serve_driver --address A --config PATH --app NAME --proxy-port P
+        [--rollout STATE.json] [--wait SECONDS]
+
+With --wait it exits 0 once every application runs, and 1 as soon as one fails to deploy,
+printing `DEPLOY_FAILED <app>: <Serve's message>`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> int:
@@ -24,6 +29,7 @@ def main() -> int:
     parser.add_argument("--app", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--proxy-port", type=int, required=True)
+    parser.add_argument("--rollout", default=None, help="the region's model rollout state (JSON)")
     parser.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
     args = parser.parse_args()
 
@@ -32,28 +38,32 @@ def main() -> int:
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
+    from embassy.model_routes import RolloutState, effective_routes
+    from embassy.serve_apps import applications
     from embassy.settings import load_settings
     from graphs.regional import live_guard_config
 
-    live = live_guard_config(load_settings(args.config))
+    settings = load_settings(args.config)
+    state = RolloutState.read(Path(args.rollout)) if args.rollout else RolloutState()
+    apps = applications(args.app, args.config, effective_routes(settings, state), live_guard_config(settings))
     ray.init(address=args.address, log_to_driver=False, namespace="serve")
     # The ingress replica serves the region's port itself (direct ingress); Serve's own
     # proxy is kept off it, on a spare port.
     http = {"host": args.host, "port": args.proxy_port}
     client = serve_start(http_options=http)
-    client.deploy_apps(ServeDeploySchema.model_validate({
-        "http_options": http,
-        "applications": [{"name": args.app, "route_prefix": "/", "import_path": "graphs.regional:app",
-                          "args": {"config": args.config},
-                          "deployments": [{"name": "Guardrail", "user_config": live}]}]}))
+    client.deploy_apps(ServeDeploySchema.model_validate({"http_options": http, "applications": apps}))
+    names = [a["name"] for a in apps]
     deadline = time.monotonic() + args.wait
+    time.sleep(min(args.wait, 1.0))  # let the controller take the new config before reading status
     while time.monotonic() < deadline:
-        app = serve.status().applications.get(args.app)
-        if app is not None and app.status == "RUNNING":
+        statuses = serve.status().applications
+        for name in names:
+            app = statuses.get(name)
+            if app is not None and app.status == "DEPLOY_FAILED":
+                print(f"DEPLOY_FAILED {name}: {app.message}", file=sys.stderr)
+                return 1
+        if all(name in statuses and statuses[name].status == "RUNNING" for name in names):
             return 0
-        if app is not None and app.status == "DEPLOY_FAILED":
-            print(f"deploying {args.app} failed: {app.message}", file=sys.stderr)
-            return 1
         time.sleep(1)
     return 0 if not args.wait else 1
 

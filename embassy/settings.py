@@ -317,6 +317,38 @@ class ClusterSettings(_Strict):
         return {available[-1]}
 
 
+class RolloutSettings(_Strict):
+    """Model versions (`embassy models deploy`): where the registry is, what serves by
+    default, and how a canary is judged against the stable version."""
+
+    registry: list[Path] = Field([Path("models/manifests")], min_length=1,
+                                 description="Manifest folders (<id>/<version>.yaml); later ones add versions.")
+    versions: dict[Identifier, str] = Field(
+        default_factory=dict, description="Per model id, the version a fresh stack serves (default: "
+                                          "the registry's default version).")
+    min_requests: PositiveInt = Field(
+        200, description="Finished requests each of canary and stable needs before any verdict.")
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        0.01, description="Significance of each one-sided test that the canary is worse.")
+    latency_tolerance: NonNegativeFloat = Field(
+        0.25, description="Relative p95 slow-down (TTFT, inter-token) the canary may show unflagged.")
+    rate_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.02, description="Absolute rise in error, refusal or groundedness-flag rate tolerated.")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        [10, 25, 50, 100], min_length=1, description="Canary traffic percentages promoted through; "
+                                                     "the last must be 100.")
+    analysis_interval_s: PositiveFloat = Field(10.0, description="How often a watched canary is judged.")
+    sample_window: PositiveInt = Field(5000, description="Latest requests per version kept for analysis.")
+    drain_s: PositiveFloat = Field(60.0, description="Longest a retired version's replicas finish their "
+                                                     "requests before they stop.")
+
+    @model_validator(mode="after")
+    def _steps_end_at_100(self) -> "RolloutSettings":
+        if self.steps != sorted(set(self.steps)) or self.steps[-1] != 100:
+            raise ValueError("steps must rise and end at 100")
+        return self
+
+
 class EmbassySettings(_Strict):
     region: Identifier = Field(description="Region this cluster serves, e.g. eu.")
     host: str = "127.0.0.1"
@@ -338,6 +370,7 @@ class EmbassySettings(_Strict):
     retriever: RetrieverSettings = RetrieverSettings()
     audit: AuditSettings = AuditSettings()
     drift: DriftSettings = DriftSettings()
+    rollout: RolloutSettings = RolloutSettings()
     topology: Path | None = Field(
         None, description="The multi-region topology (cluster_configs/regions.yaml); set, the ingress "
                           "enforces its residency policy. Null: a single region that serves every tenant.")
@@ -350,6 +383,9 @@ class EmbassySettings(_Strict):
         unknown_overrides = sorted(set(self.engine_overrides) - set(self.models))
         if unknown_overrides:
             raise ValueError(f"engine_overrides names models not served here: {unknown_overrides}")
+        unknown_versions = sorted(set(self.rollout.versions) - set(self.models))
+        if unknown_versions:
+            raise ValueError(f"rollout.versions names models not served here: {unknown_versions}")
         for name, tenant in self.tenants.items():
             unknown = sorted(set(tenant.models) - set(self.models))
             if unknown:
@@ -373,6 +409,12 @@ class EmbassySettings(_Strict):
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def registry(self):
+        """The model registry this region reads (`rollout.registry`)."""
+        from models.registry import load_registry
+
+        return load_registry(*(self.resolve(p) for p in self.rollout.registry))
 
     @property
     def audit_root(self) -> Path:

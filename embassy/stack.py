@@ -54,7 +54,15 @@ def serve_environment(settings: EmbassySettings) -> dict[str, str]:
     loop, no proxy hop) gave 0.68-0.70. Direct ingress binds the ingress replica to a port
     from a range, so the range is pinned to the configured port (one ingress replica per
     host; put a load balancer in front of several hosts).
+
+    Every Serve application's top deployment binds a port of its own in this mode, and each
+    model version is an application (graphs/regional.py): the range holds the region's
+    port first, then up to three versions per model (stable, canary, one being retired).
+    Serve hands out the lowest free port, and the region's ingress starts in seconds while
+    an engine takes a minute, so the ingress gets `port`; the versions' ports serve nothing
+    (their deployments have no HTTP handler) and stay on `host`.
     """
+    span = 1 + 3 * len(settings.models)
     grpc_port = free_port()
     env = {}
     service_cpus = settings.cluster.service_cpus()
@@ -68,9 +76,9 @@ def serve_environment(settings: EmbassySettings) -> dict[str, str]:
             "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"),
             # Serve's port ranges exclude their upper bound: exactly one port each.
             "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(settings.port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(settings.port + 1),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(settings.port + span),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + 1)}
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + span)}
 
 
 # Above Ray's default worker ports (10002-19999), which another Ray on the machine may use.
@@ -328,15 +336,53 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
     return state
 
 
+def _driver_priority() -> None:
+    """The driver runs while the region serves: under load on a small host its imports alone
+    took minutes at normal priority (a swap under 8 streams on 2 cores), so it goes first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except PermissionError:  # not root and no CAP_SYS_NICE: normal priority
+        pass
+
+
+class DeployFailed(RuntimeError):
+    """Serve could not start an application of the config (`app`, Serve's `message`)."""
+
+    def __init__(self, app: str, message: str) -> None:
+        super().__init__(f"{app} failed to deploy: {message}")
+        self.app, self.message = app, message
+
+
+def rollout_path(settings: EmbassySettings) -> Path:
+    """The running stack's model routes (`embassy models`); a fresh stack starts without."""
+    return run_dir_path(settings) / "rollout.json"
+
+
+def region_app_name(settings: EmbassySettings) -> str:
+    return f"embassy-{settings.region}"
+
+
 def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict[str, str],
            wait_s: float = 0) -> None:
-    """Hand the app to Serve from a short-lived driver process (embassy/serve_driver.py),
-    so this process stays light."""
+    """Hand the region's applications to Serve from a short-lived driver process
+    (embassy/serve_driver.py), so this process stays light.
+
+    Raises:
+        DeployFailed: (with `wait_s`) an application failed to start.
+        RuntimeError: the driver failed otherwise.
+    """
     cmd = [sys.executable, "-m", "embassy.serve_driver", "--address", address,
-           "--config", str(config_path.resolve()), "--app", f"embassy-{settings.region}",
-           "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s)]
-    result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True)
+           "--config", str(config_path.resolve()), "--app", region_app_name(settings),
+           "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s),
+           "--rollout", str(rollout_path(settings))]
+    result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True,
+                            preexec_fn=_driver_priority)
     if result.returncode != 0:
+        for line in result.stderr.splitlines():
+            if line.startswith("DEPLOY_FAILED "):
+                app, _, message = line.removeprefix("DEPLOY_FAILED ").partition(": ")
+                raise DeployFailed(app, message + "".join(
+                    "\n" + rest for rest in result.stderr.split(line, 1)[1].strip().splitlines()[:20]))
         tail = "\n".join(result.stderr.strip().splitlines()[-40:])
         raise RuntimeError(f"deploying the app failed (replica logs: <state_dir>/run-{settings.port}/logs):\n{tail}")
 

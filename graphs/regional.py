@@ -4,6 +4,12 @@
 
 `app` is the builder itself, which `serve run` and Serve config files (`import_path` plus
 `args`) both accept. The only place that calls `serve.deployment(...)` and `.bind(...)`.
+
+Each model version is an application of its own (`llm_app`, named by `llm_app_name`), which
+the ingress reaches by name: deploying a version, moving traffic to it and retiring the old
+one (`embassy models deploy`) then adds and removes applications and changes the ingress's
+`user_config`, and never the region application's arguments, which would restart the
+ingress and drop the requests it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from deployments.ingress.deployment import IngressDeployment
 from deployments.llm.deployment import LLMDeployment
 from deployments.retriever.deployment import RetrieverDeployment
 from embassy.settings import EmbassySettings, load_settings
+from graphs.names import LLM_DEPLOYMENT
 
 
 class RegionalAppArgs(BaseModel):
@@ -29,8 +36,13 @@ class RegionalAppArgs(BaseModel):
     config: Path
 
 
-def llm_deployment_name(model_id: str) -> str:
-    return f"LLM:{model_id}"
+class LLMAppArgs(BaseModel):
+    """`args` of `llm_app`: the region file, and which model version to serve."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: Path
+    model: str
+    version: str
 
 
 def build_regional_app(args: dict | RegionalAppArgs) -> Application:
@@ -80,8 +92,18 @@ def build_from_settings(settings: EmbassySettings) -> Application:
         user_config=live).bind(raw)
     cache = node(CacheDeployment, "SemanticCache", graph.cache).bind(raw)
     retriever = node(RetrieverDeployment, "Retriever", graph.retriever).bind(raw)
-    llms = {m: node(LLMDeployment, llm_deployment_name(m), graph.llm).bind(raw, m) for m in settings.models}
-    return node(IngressDeployment, "Ingress", graph.ingress).bind(raw, guardrail, cache, retriever, llms)
+    return node(IngressDeployment, "Ingress", graph.ingress).bind(raw, guardrail, cache, retriever)
+
+
+def build_llm_app(args: dict | LLMAppArgs) -> Application:
+    parsed = args if isinstance(args, LLMAppArgs) else LLMAppArgs.model_validate(args)
+    settings = load_settings(parsed.config)
+    raw = static_settings(settings.model_dump(mode="json"))
+    # A retired version's replicas finish their streams before they stop.
+    return serve.deployment(LLMDeployment, name=LLM_DEPLOYMENT).options(
+        **settings.graph.llm.serve_options(),
+        graceful_shutdown_timeout_s=settings.rollout.drain_s).bind(raw, parsed.model, parsed.version)
 
 
 app = build_regional_app
+llm_app = build_llm_app

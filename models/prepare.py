@@ -93,7 +93,7 @@ def _convert_gguf(gguf: Path, out: Path, progress: Progress) -> None:
 
 def prepare_model(manifest: ModelManifest, store: Path, progress: Progress | None = None,
                   force: bool = False) -> PreparedModel:
-    """Make sure `store/<id>-v<version>` holds a verified copy of the model; build it if not.
+    """Make sure `store/<store_name>` holds a verified copy of the model; build it if not.
 
     Raises:
         PreparationError: the source package is missing or its file fails the manifest checksum.
@@ -120,7 +120,7 @@ def prepare_model(manifest: ModelManifest, store: Path, progress: Progress | Non
         progress("recording checksums", 0.95)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / STORE_RECORD).write_text(json.dumps(
-            {"id": manifest.id, "version": manifest.version, "source_sha256": manifest.sha256,
+            {"id": manifest.id, "source_sha256": manifest.sha256,
              "files": files}, indent=2))
         if folder.exists():
             shutil.rmtree(folder)

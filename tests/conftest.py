@@ -17,6 +17,7 @@ from models.registry import load_registry
 
 LOCAL_CONFIG = PROJECT_ROOT / "cluster_configs" / "local.yaml"
 DEFAULT_MODEL = "smollm2-135m-instruct"
+TEST_MANIFESTS = PROJECT_ROOT / "tests" / "data" / "manifests"  # extra versions (its README)
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,8 @@ def build_cache(settings: EmbassySettings) -> SemanticCache:
     from deployments.cache.redis_cache import RedisSemanticCache
     from deployments.cache.verifier import PairVerifier
     from embassy.embeddings import shared_embedder
-    from models.registry import load_registry
 
-    registry = load_registry()
+    registry = settings.registry()
     versions = {m: registry[m].version for m in settings.models}
     verifier = PairVerifier(threshold=settings.cache.verifier_threshold)
     return RedisSemanticCache(settings.cache, settings.region, versions, shared_embedder().embed, verifier)

@@ -146,7 +146,7 @@ class RedisSemanticCache(SemanticCache):
         return CacheLookup("bypass", reason=reason)
 
     def scope(self, request: GenerationRequest) -> CacheScope:
-        return scope_of(request, self.model_versions.get(request.model, "unknown"))
+        return scope_of(request, request.model_version or self.model_versions.get(request.model, "unknown"))
 
     def _remember(self, key: str, vector: np.ndarray) -> None:
         self._recent[key] = vector

@@ -23,11 +23,13 @@ from deployments.ingress.gatekeeper import Gatekeeper
 from deployments.ingress.protocol import parse_chat_request
 from deployments.ingress.request_state import RequestRecord
 from embassy import metrics
-from embassy.errors import AuditUnavailable, EmbassyError, InvalidRequest, PayloadTooLarge
+from embassy.errors import AuditUnavailable, EmbassyError, InvalidRequest, PayloadTooLarge, PermissionDenied
 
 log = logging.getLogger("embassy.ingress")
 
 TIMEOUT_HEADER = "x-embassy-timeout-ms"
+CONVERSATION_HEADER = "x-embassy-conversation-id"  # keeps a sticky canary's conversation on one version
+VERSION_HEADER = "x-embassy-model-version"  # which version of the model answered
 
 
 class RequestIdMiddleware:
@@ -171,6 +173,18 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
         except Exception as exc:
             return error_response(exc, request_id)
 
+    @app.get("/v1/admin/models")
+    async def model_routes(request: Request) -> Response:
+        """Operators: which version of each model this ingress routes to, and the canary's share."""
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            if service.gatekeeper.operator_or_tenant(request.headers) is not None:
+                raise PermissionDenied("Model routes are for operator keys.", param=None)
+            return JSONResponse({"region": service.region, "models": {
+                m: r.model_dump(mode="json") for m, r in service.routes.items()}})
+        except Exception as exc:
+            return error_response(exc, request_id)
+
     @app.post("/v1/admin/cache/invalidate")
     async def invalidate_cache(request: Request) -> Response:
         """Remove cache entries matching {"tenant", "model", "model_version",
@@ -208,6 +222,7 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
             gatekeeper.authorize_model(tenant, body.model)
             timeout_ms = _timeout_override(request)
             control = CacheControl.from_header(request.headers.get("cache-control"))
+            record.conversation = request.headers.get(CONVERSATION_HEADER)
             gatekeeper.take_slot()
             admitted = True
             if body.stream:
@@ -215,12 +230,13 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                 events = await service.stream(tenant, body, request_id, timeout_ms, control, admission, record)
                 status, handed_off = 200, True
                 return StreamingResponse(_release_after(events, gatekeeper, finish),
-                                         media_type="text/event-stream", headers={"cache-control": "no-cache"})
+                                         media_type="text/event-stream",
+                                         headers={"cache-control": "no-cache", **_version_header(record)})
             result = await service.complete(tenant, body, request_id, timeout_ms, control, admission, record)
             status, recorded = 200, True
             # The record before the answer: under audit.fail_closed a failed write is a 503 instead.
             await finish(200)
-            return JSONResponse(result)
+            return JSONResponse(result, headers=_version_header(record))
         except BaseException as exc:
             status = exc.status if isinstance(exc, EmbassyError) else 500
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -238,6 +254,10 @@ def create_app(service: ChatService, readiness: Callable[[], Awaitable[dict[str,
                         await finish(status)
 
     return app
+
+
+def _version_header(record: RequestRecord) -> dict[str, str]:
+    return {VERSION_HEADER: record.model_version} if record.model_version else {}
 
 
 async def _admin(request: Request, service: ChatService, action, body_shape: str) -> Response:

@@ -31,6 +31,7 @@ from embassy.erasure import RegionStores, check_match, check_subject, erase_subj
 from embassy.errors import ConfigError, ContentFiltered, EmbassyError, InvalidRequest, PermissionDenied
 from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest, GuardVerdict, Message, \
     Retrieval, RequestContext, SamplingOptions, StageTimings
+from embassy.model_routes import ModelRoute
 from embassy.residency import Admission, ResidencyGate
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore, Tenant
@@ -150,6 +151,7 @@ class ChatService:
         self.gatekeeper = Gatekeeper(settings, keys, ResidencyGate(topology, settings.region), context_lengths,
                                      nodes.readiness)
         self.recorder = Recorder(settings)
+        self.routes: dict[str, ModelRoute] = {}  # by model id; none: each model's default version
         self._background: set[asyncio.Task] = set()
 
     # -- the graph walk ----------------------------------------------------------------
@@ -172,15 +174,26 @@ class ChatService:
             raise InvalidRequest(f"The messages hold {total} characters; a request may hold at most "
                                  f"{r.max_request_chars}.", param="messages", code="string_above_max_length")
 
-    def _generation_request(self, ctx: RequestContext, body: ChatCompletionRequest) -> GenerationRequest:
+    def set_routes(self, routes: dict[str, ModelRoute]) -> None:
+        """Which version of each model answers (`embassy models deploy`); applied live."""
+        unknown = sorted(set(routes) - set(self.context_lengths))
+        if unknown:
+            raise ConfigError(f"routes name models not served here: {unknown}")
+        self.routes = dict(routes)
+        self.recorder.sampled_models = {m for m, r in routes.items() if r.canary is not None}
+
+    def _generation_request(self, ctx: RequestContext, body: ChatCompletionRequest,
+                            record: RequestRecord) -> GenerationRequest:
         self._check_sizes(body)
         limit = body.completion_limit
         context = self.context_lengths[body.model]
         if limit is not None and limit > context:
             raise InvalidRequest(f"max_tokens is too large: {limit}. This model's maximum context "
                                  f"length is {context} tokens.", param="max_tokens")
+        route = self.routes.get(body.model)
+        record.model_version = route.pick(record.conversation) if route else None
         return GenerationRequest(
-            ctx=ctx, model=body.model,
+            ctx=ctx, model=body.model, model_version=record.model_version or "",
             messages=tuple(Message(m.role, m.text()) for m in body.messages),
             sampling=SamplingOptions(max_tokens=limit, temperature=body.temperature, top_p=body.top_p,
                                      stop=body.stop_sequences, seed=body.seed,
@@ -192,7 +205,7 @@ class ChatService:
                        control: CacheControl, record: RequestRecord) -> Prepared:
         timings = StageTimings()
         timed = self.recorder.timed
-        request = self._generation_request(ctx, body)
+        request = self._generation_request(ctx, body, record)
         # Whether the tenant has documents at all is asked beside the input guard: the
         # question carries none of the request's text, and a tenant without a corpus then
         # skips the retriever's hop after the guard (one hop less before the first token).
@@ -234,7 +247,7 @@ class ChatService:
             record.answered_by = "no_answer_text"
         flight = None
         if cache.status == "miss" and control.store and canned is None:  # no-store: not shared either
-            key = scope_of(request, "").entry_key()
+            key = scope_of(request, request.model_version).entry_key()
             joined = await self._flights.join(key)
             if joined is True:
                 flight = key
@@ -329,6 +342,7 @@ class ChatService:
         return {
             "region": self.region,
             "request_id": p.ctx.request_id,
+            "model_version": p.request.model_version or None,
             "timings_ms": p.timings.values,
             "cache": {"status": p.cache.status, "reason": p.cache.reason,
                       "tokens_saved": p.cache.completion_tokens if p.cache.status == "hit" else 0},

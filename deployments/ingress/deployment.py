@@ -17,7 +17,8 @@ from embassy.graph_types import CacheLookup, GenerationDelta, GenerationRequest,
     RequestContext
 from embassy.settings import EmbassySettings
 from embassy.tenants import KeyStore
-from models.registry import load_registry
+from embassy.model_routes import ModelRoute, initial_routes
+from graphs.names import LLM_DEPLOYMENT, llm_app_name
 
 log = logging.getLogger("embassy.ingress")
 
@@ -39,26 +40,45 @@ def translate_ray_error(exc: BaseException) -> BaseException:
 
 
 class RayGraphNodes(GraphNodes):
-    """The graph's nodes behind Ray Serve handles, plus a poller of their replica counts."""
+    """The graph's nodes behind Ray Serve handles, plus a poller of their replica counts.
 
-    def __init__(self, guardrail, cache, retriever, llms: dict, *, region: str, poll_s: float) -> None:
-        self.guardrail, self.cache, self.retriever, self.llms = guardrail, cache, retriever, llms
-        self._streams: dict = {}  # streaming handles, made once per model on first use
+    Each model version runs as its own Serve application (graphs/regional.py); its handle
+    is looked up by name on first use, so deploying or retiring a version changes only the
+    routes (`set_routes`), never this replica's arguments."""
+
+    def __init__(self, guardrail, cache, retriever, models: list[str], *, region: str, poll_s: float,
+                 app_name: str = "") -> None:
+        self.guardrail, self.cache, self.retriever = guardrail, cache, retriever
+        self.models = list(models)
+        self.routes: dict[str, ModelRoute] = {}
+        self._streams: dict[tuple[str, str], object] = {}  # streaming handles, once per model version
         self.region = region
         self.poll_s = poll_s
-        self._deployments = {"guardrail": guardrail.deployment_name, "cache": cache.deployment_name,
-                             "retriever": retriever.deployment_name,
-                             **{f"llm:{m}": h.deployment_name for m, h in llms.items()}}
-        self._ready = {name: False for name in self._deployments}
+        self._app_name = app_name
+        self._ready = {name: False for name in [*("guardrail", "cache", "retriever"),
+                                                *(f"llm:{m}" for m in self.models)]}
         self._task: asyncio.Task | None = None
         self._inflight: asyncio.Task | None = None  # the one refresh /readyz callers share
         self._refreshed_at = 0.0
 
-    def _stream_handle(self, model: str):
-        # `.options()` builds a new handle; once per model, not once per request.
-        if model not in self._streams:
-            self._streams[model] = self.llms[model].options(stream=True)
-        return self._streams[model]
+    def set_routes(self, routes: dict[str, ModelRoute]) -> None:
+        self.routes = dict(routes)
+
+    def _targets(self) -> dict[str, tuple[str, str]]:
+        """Each node's (application, deployment); a model is ready when its stable version is."""
+        main = {"guardrail": (self._app_name, self.guardrail.deployment_name),
+                "cache": (self._app_name, self.cache.deployment_name),
+                "retriever": (self._app_name, self.retriever.deployment_name)}
+        return {**main, **{f"llm:{m}": (llm_app_name(self._app_name, m, r.stable), LLM_DEPLOYMENT)
+                           for m, r in self.routes.items()}}
+
+    def _stream_handle(self, model: str, version: str):
+        # `get_deployment_handle` and `.options()` build new handles: once per version, not per request.
+        key = (model, version)
+        if key not in self._streams:
+            handle = serve.get_deployment_handle(LLM_DEPLOYMENT, llm_app_name(self._app_name, model, version))
+            self._streams[key] = handle.options(stream=True)
+        return self._streams[key]
 
     async def _call(self, method, *args):
         try:
@@ -104,7 +124,8 @@ class RayGraphNodes(GraphNodes):
         return await self._call(self.guardrail.guard, ctx, text, direction, context)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        response = self._stream_handle(request.model).generate.remote(request)
+        version = request.model_version or self.routes[request.model].stable
+        response = self._stream_handle(request.model, version).generate.remote(request)
         done = False
         try:
             async for delta in response:
@@ -132,9 +153,9 @@ class RayGraphNodes(GraphNodes):
         try:
             # It blocks on the controller: keep it off the event loop.
             status = await asyncio.to_thread(serve.status)
-            deployments = status.applications[self._app_name].deployments
-            for node, name in self._deployments.items():
-                info = deployments.get(name)
+            for node, (app, name) in self._targets().items():
+                application = status.applications.get(app)
+                info = application.deployments.get(name) if application else None
                 running = info.replica_states.get("RUNNING", 0) if info else 0
                 self._ready[node] = running > 0
                 for state, count in (info.replica_states.items() if info else [("RUNNING", 0)]):
@@ -160,7 +181,6 @@ class RayGraphNodes(GraphNodes):
             return self.readiness()
 
     def start_polling(self) -> None:
-        self._app_name = serve.get_replica_context().app_name
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
@@ -171,15 +191,26 @@ class RayGraphNodes(GraphNodes):
 
 @serve.ingress()
 class IngressDeployment:
-    async def __init__(self, settings: dict, guardrail, cache, retriever, llms: dict) -> None:
+    async def __init__(self, settings: dict, guardrail, cache, retriever) -> None:
         cfg = EmbassySettings.model_validate(settings)
-        registry = load_registry()
-        self.nodes = RayGraphNodes(guardrail, cache, retriever, llms, region=cfg.region,
-                                   poll_s=cfg.requests.health_poll_s)
+        registry = cfg.registry()
+        self.nodes = RayGraphNodes(guardrail, cache, retriever, cfg.models, region=cfg.region,
+                                   poll_s=cfg.requests.health_poll_s,
+                                   app_name=serve.get_replica_context().app_name)
         self.service = ChatService(cfg, KeyStore.from_settings(cfg), self.nodes,
                                    {m: registry[m].context_length for m in cfg.models})
+        self.reconfigure({"routes": {m: r.model_dump(mode="json") for m, r in initial_routes(cfg).items()}})
         self.nodes.start_polling()
         self.service.recorder.start_audit_watch()
+
+    def reconfigure(self, config: dict) -> None:
+        """`user_config` {"routes": {model: ModelRoute}}: which version answers, applied to the
+        running replica (a swap or canary step restarts nothing)."""
+        routes = {m: ModelRoute.model_validate(r) for m, r in (config or {}).get("routes", {}).items()}
+        if routes:
+            self.service.set_routes(routes)
+            self.nodes.set_routes(routes)
+            log.info("model routes: %s", {m: r.model_dump(exclude_defaults=True) for m, r in routes.items()})
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy already keeps or mints x-request-id and echoes it.

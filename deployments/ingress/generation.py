@@ -77,7 +77,7 @@ class ScreenedGeneration:
             await self._gen.aclose()
             self._settle(self.p, None, 0)
             raise
-        self.recorder.first_token(self.p.body.model, self.p.started)
+        self.recorder.first_token(self.p.body.model, self.p.started, self.record)
 
     def pieces(self) -> AsyncIterator[str]:
         return self._from_model() if self._gen is not None else self._without_model()
@@ -101,7 +101,7 @@ class ScreenedGeneration:
         else:
             verdict = await self._check(p.cache.text or "", True)
             text = p.answer_from_cache() if verdict.allowed else verdict.text or ""
-        self.recorder.first_token(p.body.model, p.started)
+        self.recorder.first_token(p.body.model, p.started, self.record)
         for piece in _WORDS.findall(text):
             yield piece
         self.outcome = Outcome("stop")
@@ -152,7 +152,7 @@ class ScreenedGeneration:
             finally:
                 await gen.aclose()
                 self.recorder.stage(p.timings, "llm", self._t0)
-                self.recorder.inter_token(p.body.model, first_at, completion_tokens)
+                self.recorder.inter_token(p.body.model, first_at, completion_tokens, self.record)
             if not verdicts or verdicts[-1].category != "system_prompt_leak":
                 if text := await screen(final=True):
                     yield text

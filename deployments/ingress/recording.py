@@ -11,6 +11,7 @@ import time
 
 from deployments.ingress.request_state import RequestRecord
 from embassy import metrics
+from embassy.canary import Sample
 from embassy.audit import AuditIntegrityError, keyed_digest, writer_for
 from embassy.drift import DriftDetector
 from embassy.errors import AuditUnavailable
@@ -18,8 +19,19 @@ from embassy.graph_types import GuardVerdict, StageTimings
 from embassy.residency import Admission
 from embassy.settings import EmbassySettings
 from embassy.tenants import Tenant
+from embassy.version_samples import SampleLog
 
 log = logging.getLogger("embassy.ingress")
+
+
+def version_sample(record: RequestRecord, status: int) -> Sample:
+    """What the canary analysis reads from one request. Client errors (4xx) and input-guard
+    refusals say nothing about the version and count as answered; a server failure, or a
+    stream cut by one, is an error."""
+    by_model = record.cache != "hit" and record.answered_by != "no_answer_text"  # else no model timing
+    return Sample(ok=status < 500, ttft_s=record.ttft_s if by_model else None,
+                  itl_s=record.itl_s if by_model else None,
+                  refused=record.finish == "content_filter", flagged=bool(record.ungrounded))
 
 
 class Recorder:
@@ -32,6 +44,10 @@ class Recorder:
         self.drift = DriftDetector(d.reference_size, d.window, d.check_every, d.alpha, d.confirm) \
             if d.enabled else None
         self._background: set[asyncio.Task] = set()
+        # While a model has a canary, each request of it leaves a sample for the analysis.
+        self.samples = SampleLog(settings.cache.redis_url, settings.region, settings.rollout.sample_window) \
+            if settings.cache.redis_url else None
+        self.sampled_models: set[str] = set()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -53,14 +69,19 @@ class Recorder:
         timings.add(stage, seconds * 1000)
         metrics.STAGE_LATENCY.labels(self.region, stage).observe(seconds)
 
-    def first_token(self, model: str, started: float) -> None:
-        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, model).observe(time.perf_counter() - started)
+    def first_token(self, model: str, started: float, record: RequestRecord) -> None:
+        record.ttft_s = time.perf_counter() - started
+        metrics.TIME_TO_FIRST_TOKEN.labels(self.region, model).observe(record.ttft_s)
+        if record.model_version:
+            metrics.MODEL_VERSION_TTFT.labels(self.region, model, record.model_version).observe(record.ttft_s)
 
-    def inter_token(self, model: str, first_at: float, completion_tokens: int) -> None:
+    def inter_token(self, model: str, first_at: float, completion_tokens: int, record: RequestRecord) -> None:
         """Mean time between tokens after the first (batched deltas carry several)."""
         if completion_tokens > 1:
-            metrics.INTER_TOKEN_LATENCY.labels(self.region, model).observe(
-                (time.perf_counter() - first_at) / (completion_tokens - 1))
+            record.itl_s = (time.perf_counter() - first_at) / (completion_tokens - 1)
+            metrics.INTER_TOKEN_LATENCY.labels(self.region, model).observe(record.itl_s)
+            if record.model_version:
+                metrics.MODEL_VERSION_ITL.labels(self.region, model, record.model_version).observe(record.itl_s)
 
     def usage(self, tenant_label: str, model: str, prompt: int, completion: int) -> None:
         metrics.TOKENS.labels(self.region, model, tenant_label, "prompt").inc(prompt)
@@ -94,6 +115,11 @@ class Recorder:
             metrics.REQUESTS.labels(self.region, model, tenant_label, str(status)).inc()
             metrics.REQUEST_OUTCOMES.labels(self.region, model, tenant_label, record.outcome(status)).inc()
             metrics.REQUEST_LATENCY.labels(self.region, model).observe(time.perf_counter() - started)
+            if record.model_version:
+                outcome = record.outcome(status)
+                metrics.MODEL_VERSION_REQUESTS.labels(self.region, model, record.model_version, outcome).inc()
+                if self.samples is not None and model in self.sampled_models:
+                    self._spawn(self.samples.add(model, record.model_version, version_sample(record, status)))
 
     async def audit_request(self, tenant: Tenant | None, request_id: str, model: str, status: int,
                             record: RequestRecord, admission: Admission | None) -> None:

@@ -32,12 +32,16 @@ class RequestRecord:
     tokens: list[int] | None = None  # [prompt, completion]
     groundedness: float | None = None
     ungrounded: bool | None = None
+    model_version: str | None = None  # the version that answered (or would have)
+    ttft_s: float | None = None
+    itl_s: float | None = None  # mean time between tokens after the first
     # Never written to the audit record as they are:
     embedding: Any = field(default=None, repr=False)  # the input's vector, for drift
     refused_prompt: str | None = field(default=None, repr=False)  # written only as a keyed digest
+    conversation: str | None = field(default=None, repr=False)  # the caller's id, for sticky routing
 
     _METADATA = ("guard", "answered_by", "cache", "grounding", "corpus_version", "citations", "finish",
-                 "output_guard", "tokens", "groundedness", "ungrounded")
+                 "output_guard", "tokens", "groundedness", "ungrounded", "model_version")
 
     def content(self) -> dict[str, str]:
         return {k: v for k in ("prompt", "answer") if (v := getattr(self, k)) is not None}

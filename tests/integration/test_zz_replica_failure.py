@@ -76,7 +76,7 @@ def _serve_log_tail(live, lines: int = 40) -> str:
 
 def test_503_while_the_llm_has_no_replica_then_recovery(live):
     headers = {"Authorization": f"Bearer {live.key}"}
-    pids = _pids(f"ServeReplica:embassy-eu:LLM:{DEFAULT_MODEL}")
+    pids = _pids(f"ServeReplica:embassy-eu.llm.{DEFAULT_MODEL}.1:LLM")
     assert pids, "LLM replica process not found"
     engine = [c for pid in pids for c in _descendants(pid)]
     assert engine, "the replica's vLLM engine processes were not found"

@@ -480,3 +480,38 @@ def test_a_tenant_without_documents_is_answered_without_a_retrieval_hop(env):
     nodes.refuse = "prompt_injection"  # refused by the guard: nothing is retrieved
     assert client.post("/v1/chat/completions", json=chat(), headers=auth).status_code == 400
     assert len(retrieved) == 2
+
+
+def test_the_routed_version_answers_and_every_response_names_it(env):
+    """Routes (`set_routes`, the ingress's user_config) pick the version per request; the
+    model call, the cache scope, the headers and the body all carry it."""
+    from embassy.model_routes import ModelRoute
+
+    client, nodes, auth, _ = env
+    plain = client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert "x-embassy-model-version" not in plain.headers and plain.json()["embassy"]["model_version"] is None
+    client.service.set_routes({MODEL: ModelRoute(stable="1", canary="2", canary_percent=100)})
+    r = client.post("/v1/chat/completions", json=chat(), headers=auth)
+    assert r.headers["x-embassy-model-version"] == "2" and r.json()["embassy"]["model_version"] == "2"
+    assert nodes.seen[-1].model_version == "2"
+    assert scope_of(nodes.seen[-1], "2").key != scope_of(nodes.seen[-1], "1").key
+    with client.stream("POST", "/v1/chat/completions", headers=auth, json=chat(stream=True)) as s:
+        assert s.headers["x-embassy-model-version"] == "2"
+    client.service.set_routes({MODEL: ModelRoute(stable="1", canary="2", canary_percent=50, sticky=True)})
+    seen = {client.post("/v1/chat/completions", json=chat(), headers={**auth, "x-embassy-conversation-id": "c-1"}
+                        ).headers["x-embassy-model-version"] for _ in range(6)}
+    assert len(seen) == 1  # one conversation, one version
+
+
+def test_routes_for_a_model_not_served_are_refused(env):
+    from embassy.errors import ConfigError
+    from embassy.model_routes import ModelRoute
+
+    client, *_ = env
+    with pytest.raises(ConfigError, match="not served here"):
+        client.service.set_routes({"other-model": ModelRoute(stable="1")})
+
+
+def test_model_routes_are_for_operator_keys_only(env):
+    client, _, auth, _ = env
+    assert_error(client.get("/v1/admin/models", headers=auth), 403)

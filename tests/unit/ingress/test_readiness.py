@@ -13,7 +13,7 @@ from deployments.ingress.deployment import RayGraphNodes
 
 def nodes_with_status(delay_s: float, ready: bool) -> tuple[RayGraphNodes, list[float]]:
     handle = SimpleNamespace(deployment_name="D")
-    nodes = RayGraphNodes(handle, handle, handle, {"m": handle}, region="eu", poll_s=10)
+    nodes = RayGraphNodes(handle, handle, handle, ["m"], region="eu", poll_s=10)
     calls: list[float] = []
 
     async def refresh():  # stands in for serve.status() on a busy controller
