@@ -39,9 +39,8 @@ def main() -> int:
     from ray.serve.schema import ServeDeploySchema
 
     from embassy.model_routes import RolloutState, effective_routes
-    from embassy.serve_apps import applications
+    from embassy.serve_apps import applications, live_guard_config
     from embassy.settings import load_settings
-    from graphs.regional import live_guard_config
 
     settings = load_settings(args.config)
     state = RolloutState.read(Path(args.rollout)) if args.rollout else RolloutState()

@@ -26,6 +26,7 @@ from deployments.ingress.deployment import IngressDeployment
 from deployments.llm.deployment import LLMDeployment
 from deployments.retriever.deployment import RetrieverDeployment
 from embassy.settings import EmbassySettings, load_settings
+from embassy.serve_apps import live_guard_config, static_settings
 from graphs.names import LLM_DEPLOYMENT
 
 
@@ -49,32 +50,6 @@ def build_regional_app(args: dict | RegionalAppArgs) -> Application:
     parsed = args if isinstance(args, RegionalAppArgs) else RegionalAppArgs.model_validate(args)
     settings = load_settings(parsed.config)
     return build_from_settings(settings)
-
-
-LIVE_GUARD_FIELDS = ("pii", "ner", "injection_threshold", "topics_file", "topics", "system_prompt",
-                     "system_prompt_max_overlap")
-
-
-def static_settings(raw: dict) -> dict:
-    """The settings without the guard's live-tunable parts. Deployments are bound with this,
-    so changing a guard policy changes no deployment's arguments (which would restart its
-    replicas); the guardrail gets those parts as `user_config` instead."""
-    out = {**raw, "guardrail": {k: v for k, v in raw["guardrail"].items() if k not in LIVE_GUARD_FIELDS}}
-    out["tenants"] = {name: {k: v for k, v in t.items() if k != "pii"} for name, t in raw["tenants"].items()}
-    return out
-
-
-def guard_user_config(raw: dict) -> dict:
-    return {"guardrail": {k: raw["guardrail"][k] for k in LIVE_GUARD_FIELDS},
-            "tenant_pii": {name: t.get("pii", {}) for name, t in raw["tenants"].items()}}
-
-
-def live_guard_config(settings: EmbassySettings) -> dict:
-    """The guardrail's `user_config`. It carries the topics file's content, not its path,
-    so that editing that file and applying the config reaches the running guard."""
-    full = settings.model_dump(mode="json")
-    full["guardrail"]["topics"] = settings.topic_settings().model_dump(mode="json")
-    return guard_user_config(full)
 
 
 def build_from_settings(settings: EmbassySettings) -> Application:

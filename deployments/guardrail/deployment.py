@@ -30,7 +30,7 @@ class GuardrailDeployment:
     screen_timeout_s = 2.0  # guardrail.screen_timeout_s, set by reconfigure
 
     def __init__(self, settings: dict, user_config: dict | None = None) -> None:
-        """`settings` without the live parts (graphs.regional.static_settings); Serve then
+        """`settings` without the live parts (embassy.serve_apps.static_settings); Serve then
         calls `reconfigure` with them. `user_config` here serves callers without Serve."""
         self._base = settings
         self.core: EmbassyGuardrail | None = None

@@ -120,7 +120,7 @@ def test_a_raising_validator_fails_closed_with_503(monkeypatch):
 
 
 def test_policy_change_applies_on_reconfigure_without_a_new_replica():
-    from graphs.regional import guard_user_config, static_settings
+    from embassy.serve_apps import guard_user_config, static_settings
 
     raw = settings().model_dump(mode="json")
     dep = GuardrailDeployment(static_settings(raw), guard_user_config(raw))
@@ -166,7 +166,7 @@ def test_screening_runs_off_the_event_loop_and_fails_closed_past_its_deadline():
     import threading
     import time
 
-    from graphs.regional import guard_user_config, static_settings
+    from embassy.serve_apps import guard_user_config, static_settings
 
     raw = settings(screen_timeout_s=0.3).model_dump(mode="json")
     dep = GuardrailDeployment(static_settings(raw), guard_user_config(raw))
