@@ -336,7 +336,7 @@ def apply_config(settings: EmbassySettings, config_path: Path) -> StackState:
     return state
 
 
-def _driver_priority() -> None:
+def raise_own_priority() -> None:
     """The driver runs while the region serves: under load on a small host its imports alone
     took minutes at normal priority (a swap under 8 streams on 2 cores), so it goes first."""
     try:
@@ -376,7 +376,7 @@ def deploy(settings: EmbassySettings, config_path: Path, address: str, env: dict
            "--host", settings.host, "--proxy-port", str(free_port()), "--wait", str(wait_s),
            "--rollout", str(rollout_path(settings))]
     result = subprocess.run(cmd, env=env, cwd=str(settings.resolve(Path("."))), capture_output=True, text=True,
-                            preexec_fn=_driver_priority)
+                            preexec_fn=raise_own_priority)
     if result.returncode != 0:
         for line in result.stderr.splitlines():
             if line.startswith("DEPLOY_FAILED "):

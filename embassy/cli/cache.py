@@ -22,6 +22,21 @@ def _cache_redis_url(settings) -> str | None:
     return state.redis_url if state else None
 
 
+def invalidate_entries(settings, match: dict[str, str]) -> int:
+    """Remove the entries matching `match` from the Redis of `settings.cache.redis_url`."""
+    import asyncio
+
+    from deployments.cache.deployment import build_cache
+
+    async def run() -> int:
+        cache = build_cache(settings)
+        try:
+            return await cache.invalidate(**match)
+        finally:
+            await cache.close()
+    return asyncio.run(run())
+
+
 @cache_app.command("invalidate")
 def cache_invalidate(
         tenant: str = typer.Option(None, "--tenant"), model: str = typer.Option(None, "--model"),
@@ -30,9 +45,6 @@ def cache_invalidate(
         region: str = typer.Option(None, "--region", help="Every entry of the region (its Redis is the region's)."),
         config: Path = ConfigOpt) -> None:
     """Remove the region's cache entries that match every option given."""
-    import asyncio
-
-    from deployments.cache.deployment import build_cache
     from embassy.erasure import check_match
     from embassy.errors import InvalidRequest
 
@@ -49,13 +61,6 @@ def cache_invalidate(
         err.print("[red]no Redis: set cache.redis_url or start the stack with `embassy serve`[/red]")
         raise typer.Exit(1)
     settings = settings.model_copy(update={"cache": settings.cache.model_copy(update={"redis_url": url})})
-
-    async def run() -> int:
-        cache = build_cache(settings)
-        try:
-            return await cache.invalidate(**match)
-        finally:
-            await cache.close()
-    removed = asyncio.run(run())
+    removed = invalidate_entries(settings, match)
     _audit_admin(settings, "cache.invalidate", {"match": match, "removed": removed})
     print(json.dumps({"region": settings.region, "match": match, "removed": removed}))

@@ -13,24 +13,21 @@ from embassy.cli.common import ConfigOpt, RegionOpt, _audit_admin, _settings, co
 models_app = typer.Typer(help="The model registry and the local model store.", no_args_is_help=True)
 
 
-def _prepare_models(settings, refs: list[str] | None = None) -> None:
-    """Prepare `refs` (ID or ID@VERSION; default: every served model's default version)."""
+def _prepare_models(settings) -> None:
+    """Prepare every served model's default version."""
     from embassy.errors import ConfigError
     from models.prepare import PreparationError, prepare_model
-    from models.registry import parse_ref
-
     registry = settings.registry()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console) as bar:
-        for model_id in refs or settings.models:
+        for model_id in settings.models:
             task = bar.add_task(f"{model_id}: verifying", total=1.0)
 
             def step(desc: str, frac: float, task=task, model_id=model_id) -> None:
                 bar.update(task, description=f"{model_id}: {desc}", completed=frac)
 
             try:
-                result = prepare_model(registry.get_version(*parse_ref(model_id)),
-                                       settings.resolve(settings.model_store), step)
+                result = prepare_model(registry[model_id], settings.resolve(settings.model_store), step)
             except (PreparationError, ConfigError) as exc:  # ConfigError: an unknown id or version
                 err.print(f"[red]{exc}[/red]")
                 raise typer.Exit(1)
@@ -69,19 +66,12 @@ def models_prepare(config: Path = ConfigOpt) -> None:
 
 def _region(config: Path):
     """The running region of this config, as embassy/rollout.py acts on it."""
-    import asyncio
-
     from embassy import stack
-    from embassy.cli.cache import _cache_redis_url
+    from embassy.cli.cache import _cache_redis_url, invalidate_entries
     from embassy.rollout import Region
     from embassy.version_samples import clear, read_samples
 
-    import os
-
-    try:  # a rollout acts on a region under load: on a small host it must not starve
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except PermissionError:
-        pass
+    stack.raise_own_priority()  # a rollout acts on a region under load: it must not starve
     settings = _settings(config)
     state = stack.read_state(settings)
     if state is None or not stack.process_alive(state.pid):
@@ -96,17 +86,7 @@ def _region(config: Path):
         stack.deploy(settings, config, state.gcs_address, env, wait_s=600)
 
     def invalidate(model: str, version: str) -> int | None:
-        if not url:
-            return None
-        from deployments.cache.deployment import build_cache
-
-        async def run() -> int:
-            cache = build_cache(settings)
-            try:
-                return await cache.invalidate(model=model, model_version=version)
-            finally:
-                await cache.close()
-        return asyncio.run(run())
+        return invalidate_entries(settings, {"model": model, "model_version": version}) if url else None
 
     return Region(settings, stack.rollout_path(settings), deploy,
                   audit=lambda action, fields: _audit_admin(settings, action, fields),
